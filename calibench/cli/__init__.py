@@ -1,0 +1,98 @@
+"""The ``calibench`` command line (typer + rich).
+
+Each command lives in its own module and imports torch, timm or torch-uncertainty only when it
+runs, so ``calibench --help`` stays fast. Errors a user can cause print one line and exit with
+code 2 (usage) or 1 (a failed run or missing data); they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+
+import click
+import typer
+
+from calibench import __version__
+from calibench.errors import CalibenchError
+
+app = typer.Typer(
+    name="calibench",
+    help="Benchmark calibration losses on one protocol and publish a versioned leaderboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"calibench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version_callback,
+        is_eager=True,
+    ),
+) -> None:
+    """Benchmark calibration losses on one protocol and publish a versioned leaderboard."""
+
+
+def _register_commands() -> None:
+    from calibench.cli import registry_cmds
+
+    registry_cmds.register(app)
+    for module in ("run_cmd", "leaderboard_cmd"):
+        try:
+            mod = __import__(f"calibench.cli.{module}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"calibench.cli.{module}":
+                raise
+            continue
+        mod.register(app)
+
+
+_register_commands()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def error(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the :class:`typer.Exit` to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``calibench`` console script; returns the exit code."""
+    warnings.showwarning = _one_line_warning
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = command.main(args, prog_name="calibench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "calibench"
+        typer.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        return 2
+    except click.exceptions.ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except CalibenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0

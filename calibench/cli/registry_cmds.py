@@ -1,0 +1,78 @@
+"""``calibench list KIND`` and ``calibench plugins``: what is registered, and from where."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+
+import typer
+
+from calibench.errors import UnknownNameError
+from calibench.registry import KINDS, get_registry, plugin_statuses
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _defaults_text(defaults: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "-"
+
+
+def list_cmd(
+    kind: str = typer.Argument(..., help=f"What to list: one of {', '.join(KINDS)}.", show_default=False),
+    pattern: str = typer.Option("*", "--pattern", "-p", help="fnmatch pattern on names."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """List registered losses, backbones, datasets or OOD sets."""
+    if kind not in KINDS:
+        raise UnknownNameError(f"unknown kind '{kind}'; valid kinds: {', '.join(KINDS)}")
+    listing = get_registry(kind).listing(pattern)
+    rows = [dict(e.as_dict(), name=name) for name, e in listing]
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"calibench {kind} ({len(rows)})", show_lines=False)
+    for col in ("name", "summary", "reference", "defaults", "source"):
+        table.add_column(col, overflow="fold")
+    for name, e in listing:
+        table.add_row(name, e.summary, e.reference or "-", _defaults_text(e.defaults), e.source.label())
+    Console().print(table)
+
+
+def plugins_cmd(
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Show every discovered plugin entry point, with status ok / error and the error text."""
+    statuses = plugin_statuses()
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not statuses:
+        console.print(
+            "No calibench plugins installed (entry-point groups: "
+            + ", ".join(f"calibench.{k}" for k in KINDS)
+            + ")."
+        )
+        return
+    table = Table(title=f"calibench plugins ({len(statuses)})")
+    for col in ("group", "entry point", "distribution", "status", "registered / error"):
+        table.add_column(col, overflow="fold")
+    for s in statuses:
+        status = "[green]ok[/]" if s.status == "ok" else "[red]error[/]"
+        detail = s.error if s.error else ", ".join(s.registered)
+        table.add_row(s.group, f"{s.name} = {s.value}", f"{s.distribution} {s.version}", status, detail)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_cmd)
+    app.command("plugins")(plugins_cmd)

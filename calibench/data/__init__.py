@@ -1,0 +1,1 @@
+"""Datasets, OOD sets and the device-resident input pipeline."""

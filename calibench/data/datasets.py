@@ -1,0 +1,1 @@
+"""Built-in in-distribution datasets. Importing this module registers them."""

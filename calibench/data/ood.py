@@ -1,0 +1,1 @@
+"""Built-in out-of-distribution sets. Importing this module registers them."""

@@ -1,0 +1,46 @@
+"""Exceptions that calibench raises on purpose.
+
+Every error a user can cause derives from :class:`CalibenchError`. The CLI turns these into a
+one-line message and exit code 2 (usage) or 1 (a run or data problem), never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CalibenchError(Exception):
+    """Base class of every error calibench raises deliberately."""
+
+    exit_code = 1
+
+
+class UsageError(CalibenchError, ValueError):
+    """The user asked for something that does not exist or is malformed."""
+
+    exit_code = 2
+
+
+class UnknownNameError(UsageError, KeyError):
+    """A registry lookup failed: the name is not registered (close matches are in the message)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownParameterError(UsageError, TypeError):
+    """A factory was given a parameter it does not accept."""
+
+
+class RegistrationError(CalibenchError):
+    """A name was registered twice, or a registration is malformed."""
+
+
+class DataNotFoundError(CalibenchError, FileNotFoundError):
+    """A dataset could not be found on disk nor downloaded."""
+
+
+class ProtocolError(UsageError):
+    """A protocol file is malformed, or its content changed without a version bump."""
+
+
+class RecordError(CalibenchError):
+    """A run record is malformed or fails schema validation."""

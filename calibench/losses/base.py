@@ -1,0 +1,94 @@
+"""The loss contract shared by every built-in and plugin loss.
+
+``loss(logits, targets)`` takes logits ``(N, K)`` (floating) and targets ``(N,)`` (int64 class
+indices) and returns the batch **mean** as a 0-dim tensor. ``loss.probabilities(logits)`` returns
+the ``(N, K)`` predictive distribution that the loss's model implies; the evaluator uses it for
+every metric. Bad input raises :class:`ValueError` with a clear message, never a device-side
+assert.
+
+Input checks read values back from the device (a host sync). They are on by default; the
+trainer turns them off (``loss.validate_inputs = False``) because its targets were checked once
+when the dataset was loaded and it detects a non-finite loss itself, at the end of each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from calibench.errors import UsageError
+
+
+class LossInputError(UsageError):
+    """Logits or targets that a loss cannot accept."""
+
+
+def check_inputs(logits: torch.Tensor, targets: torch.Tensor, *, values: bool = True) -> None:
+    """Raise :class:`LossInputError` unless ``logits`` is ``(N, K)`` float and ``targets`` ``(N,)`` int64.
+
+    With ``values=True`` also check that targets lie in ``[0, K)`` and logits are finite.
+    """
+    if not isinstance(logits, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise LossInputError("logits and targets must be torch tensors")
+    if logits.dim() != 2:
+        raise LossInputError(f"logits must have shape (N, K), got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise LossInputError(f"logits must be floating point, got {logits.dtype}")
+    if logits.shape[1] < 2:
+        raise LossInputError(f"logits need at least 2 classes, got K={logits.shape[1]}")
+    if targets.dtype != torch.int64:
+        raise LossInputError(
+            f"targets must be int64 class indices, got {targets.dtype}; "
+            "one-hot or soft targets are not supported"
+        )
+    if targets.shape != (logits.shape[0],):
+        raise LossInputError(
+            f"targets must have shape (N,) = ({logits.shape[0]},), got {tuple(targets.shape)}"
+        )
+    if not values or targets.numel() == 0:
+        return
+    k = logits.shape[1]
+    lo, hi = torch.aminmax(targets)
+    if int(lo) < 0 or int(hi) >= k:
+        raise LossInputError(
+            f"targets must lie in [0, {k}) for K={k} classes, got values in [{int(lo)}, {int(hi)}]"
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise LossInputError("logits contain NaN or inf; the model has diverged or the input is bad")
+
+
+def check_param(name: str, value: float, *, low: float | None = None, strict: bool = False) -> float:
+    """Validate a scalar loss parameter: finite, and ``> low`` (strict) or ``>= low``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"parameter {name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"parameter {name} must be finite, got {value}")
+    if low is not None and (value <= low if strict else value < low):
+        op = ">" if strict else ">="
+        raise UsageError(f"parameter {name} must be {op} {low}, got {value}")
+    return value
+
+
+class CalibrationLoss(nn.Module):
+    """Base class: validates inputs, then calls :meth:`compute` for the batch-mean loss.
+
+    Subclasses implement ``compute(logits, targets) -> 0-dim tensor`` and may override
+    :meth:`probabilities` (default ``softmax(logits)``).
+    """
+
+    validate_inputs: bool = True
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        check_inputs(logits, targets, values=self.validate_inputs)
+        return self.compute(logits, targets)
+
+    def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predictive distribution ``softmax(logits)``, computed in at least float32."""
+        return torch.softmax(logits.float(), dim=-1)

@@ -1,0 +1,1 @@
+"""Built-in backbones. Importing this package registers each of them."""
