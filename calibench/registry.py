@@ -455,7 +455,6 @@ class Registry:
     def _family_entry(self, prefix: str, arg: str) -> Entry:
         family = self._families[prefix]
         factory = functools.partial(family.factory, arg)
-        functools.update_wrapper(factory, family.factory)
         defaults, required, accepts_any = _describe_signature(factory)
         return Entry(
             name=f"{prefix}:{arg}",

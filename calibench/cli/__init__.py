@@ -11,8 +11,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-import click
 import typer
+
+try:  # typer >= 0.22 vendors its own click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exc
 
 from calibench import __version__
 from calibench.errors import CalibenchError
@@ -77,19 +81,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         rv = command.main(args, prog_name="calibench", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except click.exceptions.UsageError as exc:
+    except getattr(click_exc, "NoArgsIsHelpError", ()) as exc:
+        if exc.format_message():  # rich help formatting has already printed it
+            typer.echo(exc.format_message())
+        return 0
+    except click_exc.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "calibench"
         typer.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
         return 2
-    except click.exceptions.ClickException as exc:
+    except click_exc.ClickException as exc:
         typer.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
     except CalibenchError as exc:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import warnings
 from enum import Enum
 
 import typer
 
 from calibench.errors import UnknownNameError
-from calibench.registry import KINDS, get_registry, plugin_statuses
+from calibench.registry import KINDS, PluginWarning, get_registry, plugin_statuses
 
 
 class OutputFormat(str, Enum):
@@ -48,7 +49,9 @@ def plugins_cmd(
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
 ) -> None:
     """Show every discovered plugin entry point, with status ok / error and the error text."""
-    statuses = plugin_statuses()
+    with warnings.catch_warnings():  # this command reports the failures itself
+        warnings.simplefilter("ignore", PluginWarning)
+        statuses = plugin_statuses()
     if fmt is OutputFormat.json:
         typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
         return

@@ -1,0 +1,528 @@
+"""Run records: one validated JSON file per finished run, plus its saved test predictions.
+
+Layout, as fixed by the architecture: ``RESULTS/<protocol>/<run_id>/record.json``, beside the
+run's checkpoints and plots, and ``test_predictions.npz`` (test logits as float16 and labels,
+``np.savez_compressed``) that the leaderboard's bootstrap reads.
+
+The record's fields are described by the JSON Schema ``calibench/record.schema.json`` shipped in
+the package (schema version :data:`SCHEMA_VERSION`). Writes are atomic: a temporary file in the
+same folder, ``fsync``, then ``os.replace``, so a reader sees the old record or the new one, never
+half of one. Loading validates against the schema and checks that ``run_id`` is the hash of the
+stored spec; a malformed record raises :class:`~calibench.errors.RecordError` naming its path.
+Records are parsed as plain JSON (``NaN`` and ``Infinity`` refused) and predictions with
+``allow_pickle=False``: nothing in a results folder is ever executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibench.errors import RecordError
+from calibench.spec import RunSpec
+
+__all__ = [
+    "DEFAULT_CONVENTIONS",
+    "PREDICTIONS_FILENAME",
+    "RECORD_FILENAME",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Predictions",
+    "RecordProblem",
+    "StoredRecord",
+    "build_record",
+    "code_info",
+    "env_info",
+    "iter_records",
+    "load_predictions",
+    "load_record",
+    "record_path",
+    "record_schema",
+    "save_predictions",
+    "validate_record",
+    "write_record",
+]
+
+SCHEMA_VERSION = 1
+RECORD_FILENAME = "record.json"
+PREDICTIONS_FILENAME = "test_predictions.npz"
+STATUSES = ("completed", "diverged", "failed")
+MAX_RECORD_BYTES = 16 * 2**20
+
+#: Written into a record when the evaluator does not pass its own ``conventions``.
+DEFAULT_CONVENTIONS: dict[str, Any] = {
+    "metrics_unit": "fraction",
+    "ece": {"n_bins": 15, "binning": "equal-width", "norm": "l1", "label": "top-label"},
+    "adaece": {"n_bins": 15, "binning": "equal-mass", "norm": "l1", "label": "top-label"},
+    "temperature_scaling": {"fit_split": "val", "objective": "nll"},
+    "ood_score_direction": "higher score = more in-distribution",
+    "fpr95": "OpenOOD v1.5: FPR at 95% TPR with OOD as the positive class",
+    "score_dtype": "float64",
+}
+
+
+# -- schema --------------------------------------------------------------------------------------
+@functools.cache
+def record_schema() -> dict[str, Any]:
+    """The JSON Schema of a record (draft 2020-12), read from the package."""
+    text = resources.files("calibench").joinpath("record.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@functools.cache
+def _validator() -> Any:
+    try:
+        import jsonschema
+    except ImportError as exc:  # declared as a dependency; only a broken install gets here
+        raise RecordError(
+            "validating run records needs the 'jsonschema' package: pip install jsonschema"
+        ) from exc
+    cls = jsonschema.validators.validator_for(record_schema())
+    cls.check_schema(record_schema())
+    return cls(record_schema())
+
+
+def validate_record(record: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> None:
+    """Raise :class:`RecordError` unless ``record`` matches the schema and its own run id.
+
+    Checks beyond the schema: ``run_id`` is the hash of ``spec`` and ``deviations`` equals
+    ``spec.deviations``.
+    """
+    where = f"{path}: " if path is not None else ""
+    if not isinstance(record, Mapping):
+        raise RecordError(f"{where}a run record must be a JSON object, got {type(record).__name__}")
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(
+            f"{where}unsupported schema_version {version!r}; this calibench reads version "
+            f"{SCHEMA_VERSION}. Upgrade calibench or re-run the evaluation."
+        )
+    errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise RecordError(f"{where}invalid record at '{field}': {err.message}{more}")
+    try:
+        spec = RunSpec.from_dict(dict(record["spec"]))
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"{where}invalid record spec: {exc}") from None
+    if spec.run_id() != record["run_id"]:
+        raise RecordError(
+            f"{where}run_id {record['run_id']} is not the hash of the stored spec "
+            f"({spec.run_id()}); the record was edited or written by a different calibench"
+        )
+    if dict(record["deviations"]) != dict(record["spec"]["deviations"]):
+        raise RecordError(f"{where}'deviations' differs from 'spec.deviations'")
+
+
+# -- provenance ----------------------------------------------------------------------------------
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"},
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def code_info() -> dict[str, Any]:
+    """calibench's version, and the git sha and dirty flag of its checkout (null when not one).
+
+    The git fields are filled only when the ``calibench`` package being run lies inside the
+    repository's work tree, so an installed calibench inside an unrelated repository (a user
+    project with a venv) does not report that project's commit.
+    """
+    from calibench import __version__
+
+    package_dir = Path(__file__).resolve().parent
+    info: dict[str, Any] = {"calibench_version": __version__, "git_sha": None, "git_dirty": None}
+    top = _git(["rev-parse", "--show-toplevel"], package_dir)
+    if not top or Path(top).resolve() / "calibench" != package_dir:
+        return info
+    sha = _git(["rev-parse", "HEAD"], package_dir)
+    if not sha:  # a repository without commits
+        return info
+    info["git_sha"] = sha
+    status = _git(["status", "--porcelain", "--untracked-files=no"], package_dir)
+    info["git_dirty"] = None if status is None else bool(status)
+    return info
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def env_info(device: str | None = None) -> dict[str, str | None]:
+    """Versions of Python, torch, CUDA, timm and torch-uncertainty, and the device's name.
+
+    ``device`` is a name already known to the caller (``"NVIDIA H100 80GB HBM3"``); when omitted
+    it is the first CUDA device's name if CUDA is available, else ``"cpu"``.
+    """
+    info: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": _dist_version("torch"),
+        "cuda": None,
+        "cudnn": None,
+        "timm": _dist_version("timm"),
+        "torch_uncertainty": _dist_version("torch-uncertainty"),
+        "device": device,
+    }
+    try:
+        import torch
+    except ImportError:
+        info["device"] = device or "cpu"
+        return info
+    info["cuda"] = torch.version.cuda
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    info["cudnn"] = None if cudnn is None else str(cudnn)
+    if device is None:
+        info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return info
+
+
+# -- building ------------------------------------------------------------------------------------
+def _clean(value: Any, where: str) -> Any:
+    """Plain JSON: numpy and torch scalars to Python numbers, NaN/inf to null, tuples to lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy / torch scalars
+        value = value.item()
+        if isinstance(value, (bool, int)):
+            return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    raise RecordError(f"record field {where} has a value of type {type(value).__name__}: {value!r}")
+
+
+def _utc_now() -> str:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _loss_source(loss: str) -> dict[str, Any]:
+    from calibench.registry import get_registry
+
+    return get_registry("losses").get(loss).source.as_dict()
+
+
+def build_record(
+    spec: RunSpec,
+    *,
+    status: str,
+    reason: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    loss_source: Mapping[str, Any] | None = None,
+    conventions: Mapping[str, Any] | None = None,
+    timing: Mapping[str, Any] | None = None,
+    epoch: int | None = None,
+    device: str | None = None,
+    artifacts: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    history: list[float] | None = None,
+    code: Mapping[str, Any] | None = None,
+    env: Mapping[str, Any] | None = None,
+    created_at: str | None = None,
+) -> dict[str, Any]:
+    """Assemble and validate the record of one run.
+
+    ``metrics`` has the shape ``{"val": {...}, "test": {"acc", "ece", "adaece", "cwece",
+    "smece", "nll", "brier"}, "temperature_scaling": {"temperature": T, "val": {...},
+    "test": {"ece", "adaece", "nll"}}, "ood": {set: {score: {"auroc", "aupr_in", "aupr_out",
+    "fpr95"}}}}``, every value a fraction; non-finite values become null. ``loss_source``
+    defaults to the loss registry entry's ``source.as_dict()``; ``code``/``env`` default to
+    :func:`code_info` / :func:`env_info`; ``timing`` needs ``train_seconds`` and ``img_per_s``
+    (null when unknown). ``artifacts`` names files beside the record, relative to its folder:
+    ``{"predictions": "test_predictions.npz", "plots": {"reliability": "reliability.png"}}``.
+    Raises :class:`RecordError` if the result does not validate.
+    """
+    if status not in STATUSES:
+        raise RecordError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if status != "completed" and not reason:
+        raise RecordError(f"a {status} run needs a reason (what went wrong)")
+    if status == "completed":
+        reason = None
+    timing = {"train_seconds": None, "img_per_s": None, **dict(timing or {})}
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id(),
+        "status": status,
+        "reason": reason,
+        "spec": spec.to_dict(),
+        "loss": {
+            "name": spec.loss,
+            "label": spec.loss_label,
+            "params": dict(spec.loss_params),
+            "source": dict(loss_source) if loss_source is not None else _loss_source(spec.loss),
+        },
+        "metrics": dict(metrics or {}),
+        "conventions": dict(conventions if conventions is not None else DEFAULT_CONVENTIONS),
+        "code": dict(code) if code is not None else code_info(),
+        "env": dict(env) if env is not None else env_info(device),
+        "timing": timing,
+        "epoch": epoch,
+        "deviations": dict(spec.deviations),
+        "created_at": created_at or _utc_now(),
+        "artifacts": {"predictions": None, "plots": {}, **dict(artifacts or {})},
+    }
+    if data is not None:
+        record["data"] = dict(data)
+    if history is not None:
+        record["history"] = list(history)
+    record = _clean(record, "record")
+    validate_record(record)
+    return record
+
+
+# -- writing and reading -------------------------------------------------------------------------
+def record_path(results_dir: str | os.PathLike[str], spec: RunSpec) -> Path:
+    """``results_dir/<protocol>/<run_id>/record.json``."""
+    return Path(results_dir) / spec.protocol / spec.run_id() / RECORD_FILENAME
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported (Windows) or not permitted: the rename itself is atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
+    """Validate ``record`` and write it atomically; ``path`` is a ``.json`` file or a run folder.
+
+    Returns the file written (``<run_dir>/record.json`` when given a folder).
+    """
+    target = Path(path)
+    if target.suffix != ".json":
+        target = target / RECORD_FILENAME
+    record = _clean(record, "record")
+    validate_record(record, target)
+    payload = json.dumps(record, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    _atomic_write_bytes(target, payload.encode("utf-8"))
+    return target
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name} (write null for a missing number)")
+
+
+def load_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate one record; a run folder means its ``record.json``.
+
+    Raises :class:`RecordError` with the path for anything malformed: unreadable, too large,
+    not JSON, NaN/Infinity constants, schema violations, a run id that is not the spec's hash.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / RECORD_FILENAME
+    try:
+        size = p.stat().st_size
+        if size > MAX_RECORD_BYTES:
+            raise RecordError(f"{p}: {size} bytes is too large for a run record")
+        text = p.read_text(encoding="utf-8")
+    except RecordError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{p}: cannot read record: {exc}") from None
+    try:
+        record = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise RecordError(f"{p}: not valid JSON: {exc}") from None
+    validate_record(record, p)
+    return record
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A validated record and the file it was read from."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def spec(self) -> RunSpec:
+        return RunSpec.from_dict(self.data["spec"])
+
+    def artifact(self, relative: str | None) -> Path | None:
+        """The path of an artifact named in the record, if it exists inside the run folder."""
+        if not relative:
+            return None
+        run_dir = self.run_dir.resolve()
+        candidate = (run_dir / relative).resolve()
+        if run_dir not in candidate.parents or not candidate.is_file():
+            return None
+        return candidate
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """A record file that was skipped, and why."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return self.message if self.message.startswith(str(self.path)) else f"{self.path}: {self.message}"
+
+
+def _record_files(results_dir: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(results_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # skip tmp/hidden
+        if RECORD_FILENAME in filenames:
+            yield Path(dirpath) / RECORD_FILENAME
+
+
+def iter_records(
+    results_dir: str | os.PathLike[str],
+) -> tuple[list[StoredRecord], list[RecordProblem]]:
+    """Every valid ``record.json`` under ``results_dir``, and a problem for each skipped one.
+
+    Malformed records and second copies of a run id are reported, never raised, so one bad file
+    cannot hide the rest. Raises :class:`RecordError` only if ``results_dir`` is not a folder.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise RecordError(
+            f"results folder {root} does not exist or is not a folder; "
+            "pass the --results folder that 'calibench run' wrote to"
+        )
+    records: list[StoredRecord] = []
+    problems: list[RecordProblem] = []
+    seen: dict[str, Path] = {}
+    for path in _record_files(root):
+        try:
+            data = load_record(path)
+        except RecordError as exc:
+            problems.append(RecordProblem(path, str(exc)))
+            continue
+        first = seen.get(data["run_id"])
+        if first is not None:
+            problems.append(
+                RecordProblem(path, f"duplicate of run {data['run_id']} already read from {first}")
+            )
+            continue
+        seen[data["run_id"]] = path
+        records.append(StoredRecord(path, data))
+    return records, problems
+
+
+# -- predictions for the bootstrap ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Predictions:
+    """Saved test predictions of one run: ``logits`` (N, K) float16 and ``labels`` (N,) int64."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+
+
+def save_predictions(
+    run_dir: str | os.PathLike[str], logits: Any, labels: Any
+) -> str:
+    """Save test ``logits`` (as float16) and ``labels`` compressed, atomically, beside the record.
+
+    Accepts numpy arrays or torch tensors (moved to the CPU). Returns the file name, relative to
+    ``run_dir``, for the record's ``artifacts.predictions``.
+    """
+    logits_np = _to_numpy(logits)
+    labels_np = _to_numpy(labels)
+    if logits_np.ndim != 2 or labels_np.shape != (logits_np.shape[0],):
+        raise RecordError(
+            f"predictions must be logits (N, K) and labels (N,), got {logits_np.shape} and "
+            f"{labels_np.shape}"
+        )
+    target = Path(run_dir) / PREDICTIONS_FILENAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(
+                fh, logits=logits_np.astype(np.float16), labels=labels_np.astype(np.int64)
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return PREDICTIONS_FILENAME
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        x = x.numpy()
+    return np.asarray(x)
+
+
+def load_predictions(path: str | os.PathLike[str]) -> Predictions:
+    """Read a ``test_predictions.npz`` (no pickle); :class:`RecordError` if malformed."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            logits = np.asarray(npz["logits"])
+            labels = np.asarray(npz["labels"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise RecordError(f"{p}: cannot read saved predictions: {exc}") from None
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise RecordError(f"{p}: logits {logits.shape} and labels {labels.shape} do not match")
+    if not np.issubdtype(labels.dtype, np.integer) or not np.issubdtype(logits.dtype, np.floating):
+        raise RecordError(f"{p}: logits must be floating point and labels integer")
+    return Predictions(logits=logits, labels=labels.astype(np.int64))

@@ -1,0 +1,205 @@
+"""Execute one run: lock its folder, train (resuming from checkpoints), evaluate, write the record.
+
+:func:`execute_run` is what every executor calls, in-process, in a worker process, in a Ray task
+or in a SLURM job. It never raises for a failed run: a training or evaluation error becomes a
+``failed`` record (reason in the record, traceback in ``logs/``), a diverged run a ``diverged``
+record, and the sweep goes on. Only an interruption (Ctrl-C, a preemption signal) propagates,
+leaving the latest checkpoints in place for the next attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from calibench.runner import layout
+from calibench.spec import RunSpec
+
+OUTCOMES = ("completed", "skipped", "diverged", "failed")
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one run in this invocation."""
+
+    run_id: str
+    label: str
+    status: str  # completed | skipped | diverged | failed
+    reason: str = ""
+    seconds: float = 0.0
+    resumed: bool = False
+    epochs: int | None = None
+    img_per_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe(spec: RunSpec) -> str:
+    """``focal(gamma=2) resnet20 cifar10 seed 0``."""
+    return f"{spec.loss_label} {spec.backbone} {spec.dataset} seed {spec.seed}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ProgressWriter:
+    """The trainer's progress callback: writes ``progress.json`` (atomically, at most once a
+    second) for the live view, whichever process or node the run is on.
+
+    Accepts the trainer's progress event as a mapping or an object with attributes ``epoch``,
+    ``epochs``, ``step``, ``steps``, ``img_per_s`` and optionally ``eta_s``.
+    """
+
+    def __init__(self, directory: Path, spec: RunSpec, interval_s: float = 1.0) -> None:
+        self.path = directory / layout.PROGRESS
+        self.base = {
+            "run_id": directory.name,
+            "label": describe(spec),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.time(),
+        }
+        self.interval_s = interval_s
+        self._last = 0.0
+        self.latest: dict[str, Any] = {}
+
+    def __call__(self, event: Any = None, **kwargs: Any) -> None:
+        fields = dict(event) if isinstance(event, dict) else {}
+        if event is not None and not isinstance(event, dict):
+            fields = {k: getattr(event, k) for k in dir(event) if not k.startswith("_")}
+            fields = {k: v for k, v in fields.items() if not callable(v)}
+        fields.update(kwargs)
+        keep = ("epoch", "epochs", "step", "steps", "img_per_s", "eta_s", "loss", "phase")
+        self.latest.update({k: fields[k] for k in keep if k in fields and _plain(fields[k])})
+        now = time.monotonic()
+        if now - self._last >= self.interval_s or fields.get("phase") == "evaluate":
+            self._last = now
+            self.write()
+
+    def write(self, **extra: Any) -> None:
+        self.latest.update(extra)
+        try:
+            layout.atomic_write_json(self.path, {**self.base, **self.latest, "updated": time.time()})
+        except OSError:
+            pass  # progress is best effort; never fail a run over it
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _log_attempt(directory: Path, **fields: Any) -> None:
+    logs = directory / layout.LOGS
+    logs.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"time": _now(), "host": socket.gethostname(), "pid": os.getpid(), **fields})
+    with open(logs / "attempts.jsonl", "a") as f:  # one writer at a time: we hold the run's lock
+        f.write(line + "\n")
+
+
+def execute_run(
+    spec: RunSpec,
+    results_dir: Path | str,
+    device: str = "auto",
+    data_root: Path | str | None = None,
+    *,
+    retry_diverged: bool = False,
+    compile: bool = False,
+) -> RunOutcome:
+    """Train, evaluate and record one run; idempotent and safe to call from concurrent workers.
+
+    - a completed record -> ``skipped`` at once;
+    - a diverged record -> ``skipped`` unless ``retry_diverged``;
+    - another worker holds the run's lock -> ``skipped`` ("running elsewhere");
+    - checkpoints in ``checkpoints/`` -> the trainer resumes from the latest one.
+    """
+    from filelock import FileLock, Timeout
+
+    directory = layout.run_dir(results_dir, spec)
+    label = describe(spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    skip = _skip_reason(directory, retry_diverged)
+    if skip is not None:
+        return RunOutcome(directory.name, label, "skipped", skip)
+    lock = FileLock(str(directory / layout.LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return RunOutcome(directory.name, label, "skipped", "running in another worker")
+    try:
+        skip = _skip_reason(directory, retry_diverged)  # it may have finished while we waited
+        if skip is not None:
+            return RunOutcome(directory.name, label, "skipped", skip)
+        return _execute_locked(spec, directory, label, device, data_root, compile)
+    finally:
+        lock.release()
+
+
+def _skip_reason(directory: Path, retry_diverged: bool) -> str | None:
+    status, reason = layout.record_status(directory)
+    if status == "completed":
+        return "already completed"
+    if status == "diverged" and not retry_diverged:
+        return "diverged earlier (rerun with --retry-diverged)" + (f": {reason}" if reason else "")
+    return None
+
+
+def _execute_locked(
+    spec: RunSpec,
+    directory: Path,
+    label: str,
+    device: str,
+    data_root: Path | str | None,
+    compile: bool,
+) -> RunOutcome:
+    resumed = layout.has_checkpoint(directory)
+    layout.atomic_write_json(directory / layout.SPEC, spec.to_dict())
+    _log_attempt(directory, event="start", resumed=resumed, device=device)
+    progress = ProgressWriter(directory, spec)
+    progress.write(phase="starting")
+    start = time.monotonic()
+    from calibench.runner import engine
+
+    try:
+        result = engine.train_and_record(
+            spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
+        )
+    except Exception as exc:
+        reason = _one_line(exc)
+        log = directory / layout.LOGS / f"error-{int(time.time())}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{label}\n{reason}\n\n{traceback.format_exc()}")
+        engine.write_failed_record(spec, directory, reason=reason, log=str(log.relative_to(directory)))
+        _log_attempt(directory, event="failed", reason=reason)
+        return RunOutcome(
+            directory.name, label, "failed", reason, time.monotonic() - start, resumed
+        )
+    finally:
+        progress.remove()
+    _log_attempt(directory, event=result.status, epochs=result.epochs)
+    return RunOutcome(
+        directory.name,
+        label,
+        result.status,
+        result.reason,
+        time.monotonic() - start,
+        resumed,
+        result.epochs,
+        result.img_per_s,
+    )

@@ -1,0 +1,105 @@
+"""The sweep plan: every loss × backbone × dataset × seed, as :class:`RunSpec` s with their state."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calibench.runner import layout
+from calibench.runner.selection import LossChoice
+from calibench.spec import RunSpec
+
+STATE_STYLE = {
+    "done": "green",
+    "resumable": "yellow",
+    "diverged": "magenta",
+    "failed": "red",
+    "new": "default",
+}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the plan, where its files live, and what a rerun would do with it."""
+
+    spec: RunSpec
+    run_dir: Path
+    state: str
+    reason: str = ""
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+
+def build_specs(
+    protocol: Any,
+    losses: Sequence[LossChoice],
+    backbones: Sequence[str],
+    datasets: Sequence[str],
+    seeds: Sequence[int],
+    ood: Sequence[str] = (),
+    deviations: dict[str, Any] | None = None,
+) -> list[RunSpec]:
+    """The cartesian product, in loss-major order; ``protocol`` gives name/version/content hash."""
+    return [
+        RunSpec(
+            protocol=protocol.name,
+            protocol_version=protocol.version,
+            protocol_hash=protocol.content_hash,
+            loss=loss.name,
+            loss_params=dict(loss.params),
+            backbone=backbone,
+            dataset=dataset,
+            seed=seed,
+            ood=tuple(ood),
+            deviations=dict(deviations or {}),
+        )
+        for loss, backbone, dataset, seed in itertools.product(losses, backbones, datasets, seeds)
+    ]
+
+
+def plan_runs(specs: Sequence[RunSpec], results: Path | str) -> list[PlannedRun]:
+    """Each spec with its run folder and current state (see :func:`layout.run_state`)."""
+    plan = []
+    for spec in specs:
+        directory = layout.run_dir(results, spec)
+        state, reason = layout.run_state(directory)
+        plan.append(PlannedRun(spec, directory, state, reason))
+    return plan
+
+
+def will_run(run: PlannedRun, *, retry_diverged: bool = False) -> bool:
+    """Whether executing the plan trains (or resumes) this run."""
+    return run.state in ("new", "resumable", "failed") or (
+        run.state == "diverged" and retry_diverged
+    )
+
+
+def plan_table(plan: Sequence[PlannedRun], *, retry_diverged: bool = False) -> Any:
+    """A rich table of the plan: run id, loss, backbone, dataset, seed, state, action."""
+    from rich.table import Table
+
+    todo = sum(will_run(r, retry_diverged=retry_diverged) for r in plan)
+    table = Table(title=f"calibench run plan: {len(plan)} runs, {todo} to run")
+    for col in ("run id", "loss", "backbone", "dataset", "seed", "status", "action"):
+        table.add_column(col, overflow="fold")
+    for run in plan:
+        action = "run" if run.state == "new" else "resume" if run.state == "resumable" else "skip"
+        if run.state in ("failed",) or (run.state == "diverged" and retry_diverged):
+            action = "retry"
+        status = run.state + (f": {run.reason}" if run.reason else "")
+        s = run.spec
+        table.add_row(
+            run.run_id,
+            s.loss_label,
+            s.backbone,
+            s.dataset,
+            str(s.seed),
+            f"[{STATE_STYLE[run.state]}]{status}[/]",
+            action,
+        )
+    return table

@@ -1,0 +1,32 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+CIFAR10_NPZ = SHARED_DATA / "cifar10.npz"
+
+# Tests never reach the network and never pick up a user's plugins or data unless they ask to.
+os.environ.setdefault("CALIBENCH_DATA", str(REPO_ROOT / ".pytest-no-data"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def cifar10_npz() -> Path:
+    if not CIFAR10_NPZ.exists():
+        pytest.skip(f"real CIFAR-10 npz not found at {CIFAR10_NPZ}")
+    return CIFAR10_NPZ
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(cifar10_npz: Path) -> Path:
+    return cifar10_npz.parent
