@@ -214,7 +214,9 @@ def _normalize_dist(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _describe_signature(factory: Callable[..., Any]) -> tuple[dict[str, Any], tuple[str, ...], bool]:
+def _describe_signature(
+    factory: Callable[..., Any],
+) -> tuple[dict[str, Any], tuple[str, ...], bool]:
     """Defaults, required names and whether ``**kwargs`` is accepted, from the signature."""
     try:
         sig = inspect.signature(factory)

@@ -20,10 +20,22 @@ FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 
 def _pip_install(src: Path, target: Path, tmp: Path) -> None:
     work = tmp / f"src-{src.name}"
-    shutil.copytree(src, work)  # build in a copy: pip writes build/ and *.egg-info beside the source
+    shutil.copytree(
+        src, work
+    )  # build in a copy: pip writes build/ and *.egg-info beside the source
     cmd = [
-        sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-        "--no-index", "--disable-pip-version-check", "--quiet", "--target", str(target), str(work),
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--target",
+        str(target),
+        str(work),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -90,7 +102,9 @@ def test_plugin_loss_is_created_like_a_builtin(good_site: Path) -> None:
 
 def test_discovery_can_be_disabled(good_site: Path) -> None:
     done = _run(
-        ["list", "losses", "--format", "json"], good_site, env_extra={"CALIBENCH_DISABLE_PLUGINS": "1"}
+        ["list", "losses", "--format", "json"],
+        good_site,
+        env_extra={"CALIBENCH_DISABLE_PLUGINS": "1"},
     )
     assert done.returncode == 0, done.stderr
     names = {r["name"] for r in json.loads(done.stdout)}

@@ -141,7 +141,9 @@ def test_ce_is_builtin_and_documented() -> None:
     assert isinstance(loss, torch.nn.Module)
     logits = torch.randn(5, 3)
     targets = torch.tensor([0, 1, 2, 1, 0])
-    torch.testing.assert_close(loss(logits, targets), torch.nn.functional.cross_entropy(logits, targets))
+    torch.testing.assert_close(
+        loss(logits, targets), torch.nn.functional.cross_entropy(logits, targets)
+    )
 
 
 def test_import_calibench_is_light() -> None:

@@ -40,7 +40,10 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", callback=_version_callback,
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_version_callback,
         is_eager=True,
     ),
 ) -> None:

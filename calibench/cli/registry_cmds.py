@@ -22,7 +22,9 @@ def _defaults_text(defaults: dict) -> str:
 
 
 def list_cmd(
-    kind: str = typer.Argument(..., help=f"What to list: one of {', '.join(KINDS)}.", show_default=False),
+    kind: str = typer.Argument(
+        ..., help=f"What to list: one of {', '.join(KINDS)}.", show_default=False
+    ),
     pattern: str = typer.Option("*", "--pattern", "-p", help="fnmatch pattern on names."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
 ) -> None:
@@ -35,13 +37,15 @@ def list_cmd(
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"calibench {kind} ({len(rows)})", show_lines=False)
     for col in ("name", "summary", "reference", "defaults", "source"):
         table.add_column(col, overflow="fold")
     for name, e in listing:
-        table.add_row(name, e.summary, e.reference or "-", _defaults_text(e.defaults), e.source.label())
+        cells = (name, e.summary, e.reference or "-", _defaults_text(e.defaults), e.source.label())
+        table.add_row(*(escape(c) for c in cells))
     Console().print(table)
 
 
@@ -56,6 +60,7 @@ def plugins_cmd(
         typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -72,7 +77,13 @@ def plugins_cmd(
     for s in statuses:
         status = "[green]ok[/]" if s.status == "ok" else "[red]error[/]"
         detail = s.error if s.error else ", ".join(s.registered)
-        table.add_row(s.group, f"{s.name} = {s.value}", f"{s.distribution} {s.version}", status, detail)
+        table.add_row(
+            s.group,
+            escape(f"{s.name} = {s.value}"),
+            escape(f"{s.distribution} {s.version}"),
+            status,
+            escape(detail),
+        )
     console.print(table)
 
 

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
-from calibench.losses import ce
+from calibench.losses import (
+    brier,
+    ce,
+    confidence_penalty,
+    focal,
+    iq,
+    iq_reference,
+    label_smoothing,
+    logitnorm,
+    mdca,
+    mmce,
+    poly,
+)
 from calibench.losses.base import CalibrationLoss, LossInputError, check_inputs
 
-__all__ = ["CalibrationLoss", "LossInputError", "ce", "check_inputs"]
+__all__ = [
+    "CalibrationLoss",
+    "LossInputError",
+    "brier",
+    "ce",
+    "check_inputs",
+    "confidence_penalty",
+    "focal",
+    "iq",
+    "iq_reference",
+    "label_smoothing",
+    "logitnorm",
+    "mdca",
+    "mmce",
+    "poly",
+]

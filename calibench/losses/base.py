@@ -13,6 +13,7 @@ when the dataset was loaded and it detects a non-finite loss itself, at the end 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -56,10 +57,27 @@ def check_inputs(logits: torch.Tensor, targets: torch.Tensor, *, values: bool = 
             f"targets must lie in [0, {k}) for K={k} classes, got values in [{int(lo)}, {int(hi)}]"
         )
     if not bool(torch.isfinite(logits).all()):
-        raise LossInputError("logits contain NaN or inf; the model has diverged or the input is bad")
+        raise LossInputError(
+            "logits contain NaN or inf; the model has diverged or the input is bad"
+        )
 
 
-def check_param(name: str, value: float, *, low: float | None = None, strict: bool = False) -> float:
+def float_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in at least float32: half and bfloat16 are upcast, float64 is kept."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta, ...)
+        enabled = False
+    return torch.autocast(device_type, enabled=False) if enabled else contextlib.nullcontext()
+
+
+def check_param(
+    name: str, value: float, *, low: float | None = None, strict: bool = False
+) -> float:
     """Validate a scalar loss parameter: finite, and ``> low`` (strict) or ``>= low``."""
     try:
         value = float(value)
@@ -82,13 +100,20 @@ class CalibrationLoss(nn.Module):
 
     validate_inputs: bool = True
 
+    def __init__(self) -> None:
+        # An explicit signature: the registry reads a loss's parameters from it, and
+        # nn.Module.__init__(*args, **kwargs) would accept (and then reject) anything.
+        super().__init__()
+
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         check_inputs(logits, targets, values=self.validate_inputs)
-        return self.compute(logits, targets)
+        # Losses are computed in float32 or better, also inside a bf16/fp16 autocast region.
+        with _autocast_off(logits.device.type):
+            return self.compute(logits, targets)
 
     def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Predictive distribution ``softmax(logits)``, computed in at least float32."""
-        return torch.softmax(logits.float(), dim=-1)
+        return torch.softmax(float_logits(logits), dim=-1)

@@ -1,0 +1,136 @@
+"""``calibench leaderboard``: aggregate run records into a table; ``... publish`` a version."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from calibench.errors import UsageError
+
+
+class Format(str, Enum):
+    md = "md"
+    csv = "csv"
+    json = "json"
+    latex = "latex"
+    html = "html"
+
+
+_SUFFIX_FORMATS = {
+    ".md": "md",
+    ".csv": "csv",
+    ".json": "json",
+    ".tex": "latex",
+    ".html": "html",
+    ".htm": "html",
+}
+
+leaderboard_app = typer.Typer(
+    help="Aggregate run records into a leaderboard, or publish a versioned one.",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+
+_RESULTS_HELP = "Results folder written by 'calibench run' (RESULTS/<protocol>/<run_id>/)."
+
+
+def _warn_problems(board: object) -> None:
+    for p in getattr(board, "problems", []):
+        typer.echo(f"warning: skipped malformed record {p}", err=True)
+
+
+@leaderboard_app.callback()
+def leaderboard_cmd(
+    ctx: typer.Context,
+    results: Path = typer.Option(None, "--results", "-r", help=_RESULTS_HELP),
+    protocol: str = typer.Option(None, "--protocol", "-p", help="Only this protocol's records."),
+    sort: str = typer.Option(
+        "ece", "--sort", help="Metric to rank by: acc, ece, adaece, nll, ece_ts, svhn_auroc, ..."
+    ),
+    fmt: Format = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help="md, csv, json, latex or html; default: a table on a terminal, md otherwise "
+        "(or from the --output suffix).",
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="Write to this file, not stdout."),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", help="Bootstrap resamples for 95 % CIs and the ≈ mark; 0: none."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+) -> None:
+    """Show the leaderboard of the records under --results (mean ± std over seeds)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if results is None:
+        raise UsageError("missing --results DIR: the folder that 'calibench run' wrote records to")
+    if bootstrap < 0 or bootstrap == 1:
+        raise UsageError(f"--bootstrap must be 0 (off) or at least 2, got {bootstrap}")
+    from calibench.leaderboard import build_leaderboard, render, render_terminal
+
+    name = fmt.value if fmt is not None else None
+    if name is None and output is not None:
+        name = _SUFFIX_FORMATS.get(output.suffix.lower())
+        if name is None:
+            raise UsageError(
+                f"cannot tell the format from '{output.name}'; pass --format md|csv|json|latex|html"
+            )
+    board = build_leaderboard(results, protocol=protocol, sort=sort, n_boot=bootstrap, seed=seed)
+    if name is None and output is None and sys.stdout.isatty():
+        render_terminal(board)
+        return
+    _warn_problems(board)
+    text = render(board, name or "md")
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {output}", err=True)
+
+
+@leaderboard_app.command("publish")
+def publish_cmd(
+    results: Path = typer.Option(..., "--results", "-r", help=_RESULTS_HELP),
+    protocol: str = typer.Option(
+        None, "--protocol", "-p", help="Protocol to publish (needed when records hold several)."
+    ),
+    root: Path = typer.Option(
+        Path("leaderboards"), "--root", help="Where versions go: ROOT/<protocol>/v<N>/."
+    ),
+    sort: str = typer.Option("ece", "--sort", help="Metric to rank by."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples; 0: none."),
+    skip_invalid: bool = typer.Option(
+        False,
+        "--skip-invalid",
+        help="Publish even if some records are malformed (they are left out).",
+    ),
+    allow_unchanged: bool = typer.Option(
+        False, "--allow-unchanged", help="Publish a new version even if nothing changed."
+    ),
+) -> None:
+    """Write a new immutable version ROOT/<protocol>/v<N>/ (records, LEADERBOARD.md, CSV, CHANGES.md)."""
+    if bootstrap < 0 or bootstrap == 1:
+        raise UsageError(f"--bootstrap must be 0 (off) or at least 2, got {bootstrap}")
+    from calibench.leaderboard import publish
+
+    result = publish(
+        results,
+        protocol=protocol,
+        root=root,
+        n_boot=bootstrap,
+        sort=sort,
+        skip_invalid=skip_invalid,
+        allow_unchanged=allow_unchanged,
+    )
+    typer.echo(
+        f"published {result.protocol} v{result.version} ({result.n_records} records) at {result.path}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(leaderboard_app, name="leaderboard")

@@ -1,0 +1,196 @@
+"""``calibench run``: plan a sweep (loss × backbone × dataset × seed) and execute it, resumably."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from calibench.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from calibench.runner.executors.base import Executor, RunJob
+    from calibench.runner.plan import PlannedRun
+
+DEFAULT_RESULTS = "results"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
+    slurm = "slurm"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_cmd(
+    losses: str = typer.Option(
+        "all", "--losses", "-l", help="'all' (plugins included) or NAME,NAME(param=value,...)."
+    ),
+    backbone: list[str] = typer.Option(
+        ["resnet50"], "--backbone", "-b", help="Backbone(s); repeat or comma-separate."
+    ),
+    dataset: list[str] = typer.Option(
+        None, "--dataset", "-d", help="Dataset(s); default: the protocol's dataset."
+    ),
+    ood: str = typer.Option(
+        None, "--ood", help="OOD sets, comma-separated; default: the protocol's."
+    ),
+    seeds: str = typer.Option("0,1,2", "--seeds", "-s", help="Seeds: 0,1,2 or a range 0-4."),
+    protocol: str = typer.Option(
+        "standard", "--protocol", "-p", help="standard | fast | smoke, or a protocol .toml file."
+    ),
+    epochs: int = typer.Option(
+        None, "--epochs", help="Override the protocol's epochs (a deviation)."
+    ),
+    train_subset: int = typer.Option(
+        None, "--train-subset", help="Train on a class-stratified subset of N images (a deviation)."
+    ),
+    data_root: Path = typer.Option(
+        None,
+        "--data-root",
+        help="Folder of data files (offline); default: $CALIBENCH_DATA or cache.",
+    ),
+    results: Path = typer.Option(
+        None, "--results", "-r", help="Results folder; default: $CALIBENCH_RESULTS or ./results."
+    ),
+    device: Device = typer.Option(Device.auto, "--device", help="auto | cpu | cuda."),
+    executor: ExecutorName = typer.Option(ExecutorName.local, "--executor", "-e"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
+    retry_diverged: bool = typer.Option(
+        False, "--retry-diverged", help="Train diverged runs again instead of keeping them."
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster address ('auto', 'ray://host:10001'); default: start one.",
+    ),
+    ray_max_retries: int = typer.Option(3, "--ray-max-retries", help="Retries of a lost Ray task."),
+    slurm_parallelism: int = typer.Option(
+        16, "--slurm-array-parallelism", help="Max array tasks running at once."
+    ),
+    slurm_partition: str = typer.Option(None, "--slurm-partition"),
+    slurm_timeout_min: int = typer.Option(24 * 60, "--slurm-timeout-min"),
+    cpu_threads: int = typer.Option(
+        None,
+        "--cpu-threads",
+        min=1,
+        help="torch CPU threads per run (CPU results are reproducible for a fixed count).",
+    ),
+    live: bool = typer.Option(True, "--live/--no-live", help="Rich live progress view."),
+) -> None:
+    """Run the benchmark sweep: every loss × backbone × dataset × seed, skipping finished runs."""
+    from rich.console import Console
+
+    from calibench.protocols import load_protocol
+    from calibench.runner.plan import build_specs, plan_runs, plan_table
+    from calibench.runner.selection import parse_losses, parse_names, parse_seeds
+
+    console = Console()
+    proto = load_protocol(protocol)
+    proto, deviations = proto.with_overrides(epochs=epochs, train_subset=train_subset)
+    # Every name is checked here, before any work.
+    loss_choices = parse_losses(losses)
+    backbones = parse_names(backbone, "backbones", "--backbone")
+    datasets = parse_names(dataset or [proto.data.dataset], "datasets", "--dataset")
+    ood_sets = parse_names(ood, "ood", "--ood") if ood is not None else list(proto.eval.ood)
+    seed_list = parse_seeds(seeds)
+    results_dir = Path(results or os.environ.get("CALIBENCH_RESULTS") or DEFAULT_RESULTS)
+    root = data_root or os.environ.get("CALIBENCH_DATA")
+
+    specs = build_specs(proto, loss_choices, backbones, datasets, seed_list, ood_sets, deviations)
+    plan = plan_runs(specs, results_dir)
+    if dry_run:
+        console.print(plan_table(plan, retry_diverged=retry_diverged))
+        console.print(f"results folder: {results_dir.resolve()}/{proto.name}/<run id>/")
+        return
+    local_auto = device is Device.auto and executor is ExecutorName.local
+    if local_auto and proto.name != "smoke" and not _cuda_available():
+        raise UsageError(
+            f"no GPU found: the '{proto.name}' protocol takes days on a CPU. Try "
+            "'--protocol smoke' (about a minute per run on CPU), or pass '--device cpu' "
+            "to run it here anyway"
+        )
+    from calibench.runner.executors.base import RunJob
+
+    job = RunJob(
+        str(results_dir),
+        device.value,
+        None if root is None else str(root),
+        retry_diverged=retry_diverged,
+        threads=cpu_threads,
+    )
+    if executor is ExecutorName.ray:
+        from calibench.runner.executors.ray import RayExecutor
+
+        runner = RayExecutor(ray_address, max_retries=ray_max_retries)
+    elif executor is ExecutorName.slurm:
+        from calibench.runner.executors.slurm import SlurmExecutor
+
+        params: dict[str, object] = {"timeout_min": slurm_timeout_min}
+        if slurm_partition:
+            params["slurm_partition"] = slurm_partition
+        if device is Device.cpu:
+            params["gpus_per_node"] = 0
+        runner = SlurmExecutor(
+            results_dir / ".submitit", array_parallelism=slurm_parallelism, **params
+        )
+    else:
+        from calibench.runner.executors.local import LocalExecutor, visible_gpus
+
+        runner = LocalExecutor(visible_gpus(device.value))
+    raise typer.Exit(_execute(plan, proto.name, results_dir, job, runner, live, console))
+
+
+def _execute(
+    plan: list[PlannedRun],
+    protocol_name: str,
+    results_dir: Path,
+    job: RunJob,
+    executor: Executor,
+    live: bool,
+    console: Console,
+) -> int:
+    from calibench.runner.summary import summary_table
+    from calibench.runner.sweep import run_sweep
+
+    console.print(f"{len(plan)} runs, executor: {executor.describe()}, results: {results_dir}")
+    result = run_sweep(plan, executor, job, console=console, live=live)
+    console.print(summary_table(result.outcomes))
+    if result.interrupted:
+        console.print(
+            "[yellow]interrupted[/]: finished records and the latest checkpoints are kept; "
+            "rerun the same command to resume"
+        )
+    _show_leaderboard(results_dir, protocol_name, [r.run_id for r in plan], console)
+    return result.exit_code
+
+
+def _show_leaderboard(
+    results_dir: Path, protocol: str, run_ids: list[str], console: Console
+) -> None:
+    """The leaderboard of the runs this command planned (completed records only)."""
+    try:
+        from calibench.runner.report import leaderboard_for
+    except ImportError:
+        return
+    leaderboard_for(results_dir, protocol, run_ids, console)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)

@@ -1,0 +1,156 @@
+"""The loss contract, checked for every registered loss (new ones are picked up automatically)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from calibench import create_loss, list_losses
+from calibench.errors import UsageError
+from calibench.registry import get_registry
+
+LOSS_NAMES = [entry.qualified_name for entry in list_losses()]
+N, K = 8, 5
+
+
+def _numeric_params(name: str) -> list[str]:
+    defaults = get_registry("losses").get(name).defaults
+    return [
+        p for p, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+
+
+def _batch(seed: int = 0, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = scale * torch.randn(N, K, generator=g)
+    targets = torch.randint(0, K, (N,), generator=g)
+    return logits, targets
+
+
+def test_every_issue_loss_is_registered() -> None:
+    expected = {
+        "ce", "ls", "focal", "flsd53", "brier", "mmce", "logitnorm", "mdca", "dual-focal",
+        "poly1", "confidence-penalty", "iq-tv", "iq-chi2", "iq-rkl", "iq-fkl", "iq-hellinger",
+        "iq-js", "iq-ref-chi", "iq-ref-hellinger", "iq-ref-js", "iq-ref-klfix",
+    }  # fmt: skip
+    assert expected <= set(LOSS_NAMES)
+    for name in expected:
+        entry = get_registry("losses").get(name)
+        assert entry.summary and entry.reference, name
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_docstring_states_formula_parameters_and_reference(name: str) -> None:
+    doc = get_registry("losses").get(name).factory.__doc__ or ""
+    assert "Parameters" in doc and "Reference" in doc, name
+    for param in get_registry("losses").get(name).defaults:
+        assert param in doc, f"{name}: parameter {param} is not documented"
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_returns_finite_float32_batch_mean(name: str) -> None:
+    loss = create_loss(name)
+    assert isinstance(loss, nn.Module)
+    logits, targets = _batch()
+    value = loss(logits, targets)
+    assert value.dim() == 0 and value.dtype == torch.float32 and torch.isfinite(value)
+    # a mean (not a sum): the loss of the batch repeated twice is the loss of the batch
+    doubled = loss(torch.cat([logits, logits]), torch.cat([targets, targets]))
+    torch.testing.assert_close(doubled, value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_probabilities_are_a_distribution(name: str) -> None:
+    loss = create_loss(name)
+    logits, _ = _batch(1, scale=10.0)
+    p = loss.probabilities(logits)
+    assert p.shape == (N, K) and p.dtype == torch.float32
+    assert bool((p >= 0).all())
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(N), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("scale", [0.0, 1.0, 8.0])
+def test_gradients_are_finite(name: str, scale: float) -> None:
+    loss = create_loss(name)
+    logits, targets = _batch(2, scale)
+    logits.requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(logits, targets), logits)
+    assert bool(torch.isfinite(grad).all()), grad
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_bf16_autocast_computes_in_float32(name: str) -> None:
+    loss = create_loss(name)
+    logits, targets = _batch(3)
+    low = logits.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(low, targets)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, loss(low.float(), targets), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_skipping_validation_does_not_change_the_value(name: str) -> None:
+    loss = create_loss(name)
+    logits, targets = _batch(4)
+    expected = loss(logits, targets)
+    loss.validate_inputs = False
+    torch.testing.assert_close(loss(logits, targets), expected)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize(
+    ("bad_targets", "match"),
+    [
+        (torch.full((N,), K), r"targets must lie in \[0, 5\)"),
+        (torch.full((N,), -1), r"targets must lie in \[0, 5\)"),
+        (torch.zeros(N, dtype=torch.int32), "targets must be int64"),
+        (torch.zeros(N, dtype=torch.float32), "targets must be int64"),
+        (torch.zeros(N, K, dtype=torch.int64), r"targets must have shape \(N,\)"),
+        (torch.zeros(N + 1, dtype=torch.int64), r"targets must have shape \(N,\)"),
+    ],
+)
+def test_bad_targets_raise_value_error(name: str, bad_targets: torch.Tensor, match: str) -> None:
+    logits, _ = _batch()
+    with pytest.raises(ValueError, match=match):
+        create_loss(name)(logits, bad_targets)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (math.nan, "NaN or inf"),
+        (math.inf, "NaN or inf"),
+        (-math.inf, "NaN or inf"),
+    ],
+)
+def test_non_finite_logits_raise_value_error(name: str, bad: float, match: str) -> None:
+    logits, targets = _batch()
+    logits[2, 3] = bad
+    with pytest.raises(ValueError, match=match):
+        create_loss(name)(logits, targets)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_malformed_logits_raise_value_error(name: str) -> None:
+    loss = create_loss(name)
+    _, targets = _batch()
+    with pytest.raises(ValueError, match="floating point"):
+        loss(torch.zeros(N, K, dtype=torch.int64), targets)
+    with pytest.raises(ValueError, match=r"shape \(N, K\)"):
+        loss(torch.zeros(N), targets)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_invalid_parameters_raise_value_error(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown parameter"):
+        create_loss(name, no_such_parameter=1.0)
+    for param in _numeric_params(name):
+        for bad in (math.nan, math.inf, "abc", None):
+            with pytest.raises(UsageError, match=f"parameter {param} must"):
+                create_loss(name, **{param: bad})

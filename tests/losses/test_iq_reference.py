@@ -1,0 +1,79 @@
+"""iq-ref-*: the poster code's behaviour, checked against the issue's formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from calibench import create_loss
+
+C = math.log(math.e - 1.0)
+LOG2 = math.log(2.0)
+
+
+def _batch(seed: int = 0, n: int = 6, k: int = 4, scale: float = 2.0):
+    g = torch.Generator().manual_seed(seed)
+    z = scale * torch.randn(n, k, generator=g, dtype=torch.float64)
+    return z, torch.randint(0, k, (n,), generator=g)
+
+
+def _at(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x[torch.arange(len(y)), y]
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
+def test_ref_chi_is_ce_plus_mean_square_of_all_logits(alpha: float) -> None:
+    z, y = _batch()
+    expected = (-_at(z, y) + torch.logsumexp(z, dim=1)).mean() + alpha / 4 * (
+        z**2
+    ).sum() / z.numel()
+    torch.testing.assert_close(create_loss("iq-ref-chi", alpha=alpha)(z, y), expected)
+
+
+REF_MAPS = {
+    "iq-ref-hellinger": (
+        lambda z: F.softplus(z + C) - 1 + 1e-5,
+        lambda x: 1 / (1 + x) ** 2,
+        lambda z: torch.sigmoid(z + C),
+    ),
+    "iq-ref-js": (
+        lambda z: F.softplus(z) - LOG2 + 1e-5,
+        lambda x: torch.exp(-x) / (2 - torch.exp(-x)),
+        torch.sigmoid,
+    ),
+    "iq-ref-klfix": (lambda z: z, lambda x: torch.exp(-x), torch.ones_like),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REF_MAPS))
+def test_detached_weight_value_and_gradient(name: str) -> None:
+    m, dphi, dm = REF_MAPS[name]
+    z, y = _batch(1)
+    z.requires_grad_()
+    r = m(z.detach())
+    w = dphi(_at(r, y))
+    inner = (-w * _at(r, y) + torch.logsumexp(r, dim=1)).mean()
+    expected_value = torch.log(inner + 1) if name == "iq-ref-klfix" else inner
+    value = create_loss(name)(z, y)
+    torch.testing.assert_close(value, expected_value)
+    # the gradient is the IQ gradient at alpha = 1 on r (w carries no gradient)
+    (grad,) = torch.autograd.grad(value, z)
+    n, k = z.shape
+    d_inner_dr = (torch.softmax(r, dim=1) - F.one_hot(y, k) * w[:, None]) / n
+    chain = 1 / (1 + inner) if name == "iq-ref-klfix" else 1.0
+    torch.testing.assert_close(grad, chain * d_inner_dr * dm(z.detach()))
+
+
+@pytest.mark.parametrize("name", ["iq-ref-chi", "iq-ref-hellinger", "iq-ref-js", "iq-ref-klfix"])
+def test_probabilities_are_softmax_of_the_logits(name: str) -> None:
+    z, _ = _batch(2)
+    torch.testing.assert_close(create_loss(name).probabilities(z), torch.softmax(z, dim=1))
+
+
+def test_ref_variants_differ_from_the_table1_losses() -> None:
+    z, y = _batch(3)
+    for ref, exact in [("iq-ref-chi", "iq-chi2"), ("iq-ref-hellinger", "iq-hellinger")]:
+        assert not torch.isclose(create_loss(ref)(z, y), create_loss(exact)(z, y))
