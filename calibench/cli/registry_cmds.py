@@ -41,8 +41,10 @@ def list_cmd(
     from rich.table import Table
 
     table = Table(title=f"calibench {kind} ({len(rows)})", show_lines=False)
-    for col in ("name", "summary", "reference", "defaults", "source"):
-        table.add_column(col, overflow="fold")
+    table.add_column("name", no_wrap=True, style="bold")
+    for col in ("summary", "reference", "defaults"):
+        table.add_column(col, overflow="fold", ratio=1)
+    table.add_column("source", no_wrap=True)
     for name, e in listing:
         cells = (name, e.summary, e.reference or "-", _defaults_text(e.defaults), e.source.label())
         table.add_row(*(escape(c) for c in cells))

@@ -146,7 +146,9 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataFormatError(f"{path}: 'y' must have {n} labels, got shape {y.shape}")
     labels = y.reshape(-1).astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() > 10):
-        raise DataFormatError(f"{path}: SVHN labels must lie in 0..10, got {labels.min()}..{labels.max()}")
+        raise DataFormatError(
+            f"{path}: SVHN labels must lie in 0..10, got {labels.min()}..{labels.max()}"
+        )
     labels[labels == 10] = 0
     return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), labels
 

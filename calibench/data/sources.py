@@ -125,7 +125,9 @@ def _lookup(layout: _Layout, root: str | os.PathLike[str] | None, download: bool
     official = layout.official_files(data_root)
     npz_path = data_root / f"{layout.name}.npz"
 
-    def found(source: str, files: list[Path], arrays: dict[str, np.ndarray], classes: Any) -> RawData:
+    def found(
+        source: str, files: list[Path], arrays: dict[str, np.ndarray], classes: Any
+    ) -> RawData:
         provenance = {
             "dataset": layout.name,
             "source": source,
@@ -152,10 +154,10 @@ def _lookup(layout: _Layout, root: str | os.PathLike[str] | None, download: bool
                 arrays, classes = layout.read_official(data_root)
                 return found("download", official, arrays, classes)
             download_note = f"download left out {', '.join(str(p) for p in missing)}"
-    looked_for = "\n  ".join(str(p) for p in [*official, npz_path])
+    looked_for = ", ".join(str(p) for p in [*official, npz_path])
     raise DataNotFoundError(
         f"dataset '{layout.name}' not found in data root {data_root} ({download_note}). "
-        f"Looked for:\n  {looked_for}\n"
+        f"Looked for: {looked_for}. "
         f"To provide it: {layout.how_to}, or {npz_path.name} with keys "
         f"{', '.join(layout.npz_keys)} (uint8 NHWC images, int labels); or point --data-root / "
         f"${DATA_ENV} at a folder that has them; or rerun with downloads allowed on a machine "

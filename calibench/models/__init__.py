@@ -1,1 +1,5 @@
 """Built-in backbones. Importing this package registers each of them."""
+
+from calibench.models import resnet_cifar, timm_backbones
+
+__all__ = ["resnet_cifar", "timm_backbones"]
