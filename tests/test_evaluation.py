@@ -28,11 +28,23 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
 def toy_split(n: int, seed: int) -> Split:
-    """Class c has images of brightness about 60 c + 40: learnable from the mean pixel."""
+    """Class c has images of brightness about 60 c + 40, with 15 % of the labels redrawn at random,
+    so the task is learnable from the mean pixel but not separable (temperature stays finite)."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 3, (n,), generator=g)
     noise = torch.randint(0, 80, (n, 32, 32, 3), generator=g)
-    return Split((noise + 60 * y[:, None, None, None]).to(torch.uint8), y)
+    x = (noise + 60 * y[:, None, None, None]).to(torch.uint8)
+    redraw = torch.rand(n, generator=g) < 0.15
+    y = torch.where(redraw, torch.randint(0, 3, (n,), generator=g), y)
+    return Split(x, y)
+
+
+@pytest.fixture
+def fast_smece(monkeypatch) -> None:
+    """smECE's bandwidth search costs about a second per call; it is tested in tests/metrics."""
+    import calibench.metrics.calibration as calibration
+
+    monkeypatch.setattr(calibration, "smooth_ece", lambda conf, correct: 0.125)
 
 
 @pytest.fixture
@@ -70,7 +82,7 @@ def ood(n: int = 150) -> OODSet:
     return OODSet("noise", torch.randint(0, 256, (n, 32, 32, 3), generator=g).to(torch.uint8))
 
 
-def test_result_structure_and_json(toy: ImageDataset, tmp_path) -> None:
+def test_result_structure_and_json(toy: ImageDataset, tmp_path, fast_smece) -> None:
     from calibench.losses.ce import CrossEntropyLoss
 
     model = MeanPixel()
@@ -88,7 +100,7 @@ def test_result_structure_and_json(toy: ImageDataset, tmp_path) -> None:
     assert set(ev.metrics["ood"]) == {"noise"}
     assert set(ev.metrics["ood"]["noise"]) == {"msp", "energy", "maxlogit"}
     assert set(ev.metrics["ood"]["noise"]["msp"]) == set(OOD_KEYS)
-    assert ev.metrics["test"]["acc"] > 0.8  # the toy task is learnable from the mean pixel
+    assert ev.metrics["test"]["acc"] > 0.75  # the toy task is learnable from the mean pixel
     assert ev.test_logits.dtype == torch.float32 and ev.test_logits.shape == (300, 3)
     assert torch.equal(ev.test_labels, toy.test.y)
     assert ev.conventions["n_bins"] == 15 and ev.conventions["norm"] == "l1"
@@ -98,7 +110,7 @@ def test_result_structure_and_json(toy: ImageDataset, tmp_path) -> None:
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_metrics_agree_with_the_parts(toy: ImageDataset) -> None:
+def test_metrics_agree_with_the_parts(toy: ImageDataset, fast_smece) -> None:
     from calibench.losses.ce import CrossEntropyLoss
 
     model = MeanPixel()
@@ -116,7 +128,7 @@ def test_metrics_agree_with_the_parts(toy: ImageDataset) -> None:
     assert ev.plots == {}
 
 
-def test_the_loss_defines_the_probabilities(toy: ImageDataset) -> None:
+def test_the_loss_defines_the_probabilities(toy: ImageDataset, fast_smece) -> None:
     from calibench.losses.ce import CrossEntropyLoss
 
     model = MeanPixel(sharpness=0.5)
@@ -135,7 +147,7 @@ def test_the_loss_defines_the_probabilities(toy: ImageDataset) -> None:
     assert sharp.metrics["ood"]["noise"]["energy"] == plain.metrics["ood"]["noise"]["energy"]
 
 
-def test_without_val_there_is_no_temperature(toy: ImageDataset) -> None:
+def test_without_val_there_is_no_temperature(toy: ImageDataset, fast_smece) -> None:
     from calibench.losses.ce import CrossEntropyLoss
 
     no_val = dataclasses.replace(toy, val=toy.val.take(torch.arange(0)))
@@ -144,7 +156,7 @@ def test_without_val_there_is_no_temperature(toy: ImageDataset) -> None:
     assert ev.conventions["ts_fit_split"] is None
 
 
-def test_diverged_model_is_reported(toy: ImageDataset) -> None:
+def test_diverged_model_is_reported(toy: ImageDataset, fast_smece) -> None:
     from calibench.losses.ce import CrossEntropyLoss
 
     class NaNModel(nn.Module):
@@ -155,7 +167,7 @@ def test_diverged_model_is_reported(toy: ImageDataset) -> None:
         evaluate(NaNModel(), CrossEntropyLoss(), toy, [], device="cpu")
 
 
-def test_unknown_score(toy: ImageDataset) -> None:
+def test_unknown_score(toy: ImageDataset, fast_smece) -> None:
     from calibench.losses.ce import CrossEntropyLoss
 
     with pytest.raises(UsageError, match="odin"):

@@ -1,0 +1,157 @@
+"""Per-run figures (PNG): a reliability diagram with a confidence histogram, and OOD score histograms.
+
+matplotlib (Agg backend) and torch-uncertainty's plotting are imported only when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["ood_histogram", "reliability_diagram"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", bbox_inches="tight")
+    tmp.replace(path)
+    return path
+
+
+def reliability_diagram(
+    probs: Tensor, labels: Tensor, path: str | Path, *, n_bins: int = 15, title: str = ""
+) -> Path:
+    """Write a reliability diagram over a confidence histogram to ``path`` (PNG); return the path.
+
+    Top: per equal-width bin (the bins of ``ece``), the accuracy (black bar) and the gap to the
+    bin's mean confidence (red, more opaque for fuller bins), with the diagonal of perfect
+    calibration; drawn by torch-uncertainty's ``reliability_chart``. Bottom: the share of
+    samples per bin (bar histogram on the same bins, log-scaled so that sparse bins stay visible),
+    with the accuracy and the mean confidence as vertical lines.
+    """
+    from torch_uncertainty.metrics.classification.calibration.calibration_error import (
+        reliability_chart,
+    )
+
+    from calibench.metrics.calibration import (
+        binned_ece,
+        check_probs_labels,
+        reliability_bins,
+        top_label,
+    )
+
+    plt = _pyplot()
+    probs, labels = check_probs_labels(probs, labels)
+    conf, correct = top_label(probs, labels)
+    acc_bin, conf_bin, prop_bin = reliability_bins(conf, correct, n_bins)
+    lowers = torch.arange(n_bins, dtype=torch.float64) / n_bins
+    empty = prop_bin == 0  # NaN keeps matplotlib from drawing an accuracy bar at 0 for them
+    acc_bin, conf_bin = (
+        acc_bin.masked_fill(empty, float("nan")),
+        conf_bin.masked_fill(empty, float("nan")),
+    )
+    with warnings.catch_warnings():  # its KDE panel is replaced below; silence its warnings
+        warnings.simplefilter("ignore")
+        fig, axes = reliability_chart(
+            accuracies=correct.numpy(),
+            confidences=conf.numpy(),
+            bin_accuracies=acc_bin.numpy(),
+            bin_confidences=conf_bin.numpy(),
+            bin_sizes=prop_bin.numpy(),
+            bins=lowers.numpy(),
+            title=title or "Reliability diagram",
+            dpi=110,
+        )
+    try:
+        _confidence_histogram(axes[1], conf, correct, prop_bin, n_bins)
+        axes[0].set_xlabel("")
+        ece = binned_ece(conf, correct, n_bins)
+        for text in axes[0].texts:
+            text.set_text(f"ECE = {ece:.2%} ({n_bins} bins)   acc = {float(correct.mean()):.2%}")
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _confidence_histogram(
+    ax: Any, conf: Tensor, correct: Tensor, prop_bin: Tensor, n_bins: int
+) -> None:
+    ax.clear()
+    width = 100.0 / n_bins
+    centers = (torch.arange(n_bins, dtype=torch.float64) + 0.5) * width
+    ax.bar(centers.numpy(), prop_bin.numpy(), width=width, color="#4c72b0", edgecolor="white")
+    ax.set_yscale("log")
+    ax.set_ylim(max(float(prop_bin[prop_bin > 0].min()) / 2, 1e-5), 1.0)
+    acc = ax.axvline(float(correct.mean()) * 100, ls="solid", lw=2, c="black", label="Accuracy")
+    avg = ax.axvline(float(conf.mean()) * 100, ls="dotted", lw=2, c="#444", label="Avg. confidence")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("Top-class confidence (%)")
+    ax.set_ylabel("Share of samples")
+    ax.grid(True, alpha=0.3, linestyle="--", zorder=0)
+    ax.legend(handles=[acc, avg], loc="upper left", fontsize="small")
+
+
+def ood_histogram(
+    id_scores: Mapping[str, Tensor],
+    ood_scores: Mapping[str, Tensor],
+    path: str | Path,
+    *,
+    ood_name: str = "OOD",
+    id_name: str = "ID",
+    metrics: Mapping[str, Mapping[str, float]] | None = None,
+    bins: int = 60,
+) -> Path:
+    """Write histograms of each score, ID vs OOD, one panel per score, to ``path`` (PNG).
+
+    ``id_scores`` and ``ood_scores`` map score names (``msp``, ``energy``, ``maxlogit``) to 1-D
+    tensors; higher means "more in-distribution". ``metrics[score]`` (from ``ood_metrics``), if
+    given, puts AUROC and FPR95 in each panel's title. Densities are normalised per set, so sets
+    of different sizes compare. MSP is plotted as ``-log10(1 - msp)`` (confidences pile up near 1).
+    """
+    plt = _pyplot()
+    names = [n for n in id_scores if n in ood_scores]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), dpi=110, squeeze=False)
+    try:
+        for ax, name in zip(axes[0], names, strict=True):
+            a = id_scores[name].double().cpu()
+            b = ood_scores[name].double().cpu()
+            label = name
+            if name == "msp":
+                a, b = (-torch.log10((1 - x).clamp_min(1e-16)) for x in (a, b))
+                label = "msp, as -log10(1 - msp)"
+            lo, hi = float(torch.minimum(a.min(), b.min())), float(torch.maximum(a.max(), b.max()))
+            edges = torch.linspace(lo, hi if hi > lo else lo + 1, bins + 1).numpy()
+            ax.hist(a.numpy(), bins=edges, density=True, alpha=0.55, color="#4c72b0", label=id_name)
+            ax.hist(
+                b.numpy(), bins=edges, density=True, alpha=0.55, color="#dd8452", label=ood_name
+            )
+            title = name
+            if metrics and name in metrics:
+                m = metrics[name]
+                title = f"{name}: AUROC {m['auroc']:.1%}, FPR95 {m['fpr95']:.1%}"
+            ax.set_title(title, fontsize="medium")
+            ax.set_xlabel(f"{label} (higher = more ID)")
+            ax.set_ylabel("density")
+            ax.grid(True, alpha=0.3, linestyle="--")
+            ax.legend(fontsize="small")
+        fig.suptitle(f"OOD scores: {id_name} vs {ood_name}")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
