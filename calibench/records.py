@@ -23,7 +23,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from calibench.errors import RecordError
+from calibench.errors import RecordError, UsageError
 from calibench.spec import RunSpec
 
 __all__ = [
@@ -61,16 +61,17 @@ RECORD_FILENAME = "record.json"
 PREDICTIONS_FILENAME = "test_predictions.npz"
 STATUSES = ("completed", "diverged", "failed")
 MAX_RECORD_BYTES = 16 * 2**20
+FILE_MODE = 0o644
 
 #: Written into a record when the evaluator does not pass its own ``conventions``.
 DEFAULT_CONVENTIONS: dict[str, Any] = {
-    "metrics_unit": "fraction",
-    "ece": {"n_bins": 15, "binning": "equal-width", "norm": "l1", "label": "top-label"},
-    "adaece": {"n_bins": 15, "binning": "equal-mass", "norm": "l1", "label": "top-label"},
-    "temperature_scaling": {"fit_split": "val", "objective": "nll"},
-    "ood_score_direction": "higher score = more in-distribution",
-    "fpr95": "OpenOOD v1.5: FPR at 95% TPR with OOD as the positive class",
-    "score_dtype": "float64",
+    "n_bins": 15,
+    "norm": "l1",
+    "binning": "ece: equal-width; adaece: equal-mass",
+    "confidence": "top-label",
+    "fpr95": "OpenOOD v1.5: FPR at 95% TPR, OOD as the positive class",
+    "ood_scores_dtype": "float64",
+    "ts_fit_split": "val",
 }
 
 
@@ -110,9 +111,11 @@ def validate_record(record: Mapping[str, Any], path: str | os.PathLike[str] | No
             f"{where}unsupported schema_version {version!r}; this calibench reads version "
             f"{SCHEMA_VERSION}. Upgrade calibench or re-run the evaluation."
         )
-    errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.absolute_path))
+    errors = list(_validator().iter_errors(record))
     if errors:
-        err = errors[0]
+        from jsonschema.exceptions import best_match
+
+        err = best_match(errors)
         field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise RecordError(f"{where}invalid record at '{field}': {err.message}{more}")
@@ -249,23 +252,27 @@ def build_record(
     device: str | None = None,
     artifacts: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
-    history: list[float] | None = None,
+    history: Sequence[float] | None = None,
     code: Mapping[str, Any] | None = None,
     env: Mapping[str, Any] | None = None,
     created_at: str | None = None,
 ) -> dict[str, Any]:
     """Assemble and validate the record of one run.
 
-    ``metrics`` has the shape ``{"val": {...}, "test": {"acc", "ece", "adaece", "cwece",
-    "smece", "nll", "brier"}, "temperature_scaling": {"temperature": T, "val": {...},
-    "test": {"ece", "adaece", "nll"}}, "ood": {set: {score: {"auroc", "aupr_in", "aupr_out",
-    "fpr95"}}}}``, every value a fraction; non-finite values become null. ``loss_source``
-    defaults to the loss registry entry's ``source.as_dict()``; ``code``/``env`` default to
-    :func:`code_info` / :func:`env_info`; ``timing`` needs ``train_seconds`` and ``img_per_s``
-    (null when unknown). ``artifacts`` names files beside the record, relative to its folder:
-    ``{"predictions": "test_predictions.npz", "plots": {"reliability": "reliability.png"}}``.
-    Raises :class:`RecordError` if the result does not validate.
+    ``metrics`` has the shape of :class:`calibench.evaluation.Evaluation`'s ``metrics``:
+    ``{"val": {...}, "test": {"acc", "ece", "adaece", "cwece", "smece", "nll", "brier"},
+    "test_ts": {"temperature", ...} | None, "ood": {set: {score: {"auroc", "aupr_in",
+    "aupr_out", "fpr95"}}}}``, every value a fraction; non-finite values become null. Pass the
+    evaluation's ``conventions`` (default :data:`DEFAULT_CONVENTIONS`). ``loss_source`` defaults
+    to the loss registry entry's ``source.as_dict()``; ``code`` / ``env`` to :func:`code_info` /
+    :func:`env_info` (``device`` names the accelerator); ``timing`` holds ``train_seconds`` and
+    ``img_per_s`` (null when unknown); ``data`` the dataset's provenance; ``history`` the
+    per-epoch training loss. ``artifacts`` names files beside the record, relative to its
+    folder: ``{"predictions": save_predictions(...), "plots": {"reliability": "reliability.png"}}``.
+    A ``diverged`` or ``failed`` run needs a ``reason``. Raises :class:`RecordError` if the
+    result does not validate.
     """
+    arts: dict[str, Any] = {"predictions": None, "plots": {}, **dict(artifacts or {})}
     if status not in STATUSES:
         raise RecordError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
     if status != "completed" and not reason:
@@ -293,7 +300,7 @@ def build_record(
         "epoch": epoch,
         "deviations": dict(spec.deviations),
         "created_at": created_at or _utc_now(),
-        "artifacts": {"predictions": None, "plots": {}, **dict(artifacts or {})},
+        "artifacts": arts,
     }
     if data is not None:
         record["data"] = dict(data)
@@ -315,6 +322,7 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            _make_readable(fh.fileno())
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
@@ -323,6 +331,12 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _make_readable(fd: int) -> None:
+    """mkstemp creates files 0600; records and predictions are meant to be shared."""
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, FILE_MODE)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -343,6 +357,11 @@ def write_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
 
     Returns the file written (``<run_dir>/record.json`` when given a folder).
     """
+    if isinstance(path, Mapping):
+        raise RecordError(
+            "write_record(path, record) takes the path (or run folder) first and the record "
+            "second; the arguments are swapped"
+        )
     target = Path(path)
     if target.suffix != ".json":
         target = target / RECORD_FILENAME
@@ -417,7 +436,11 @@ class RecordProblem:
     message: str
 
     def __str__(self) -> str:
-        return self.message if self.message.startswith(str(self.path)) else f"{self.path}: {self.message}"
+        return (
+            self.message
+            if self.message.startswith(str(self.path))
+            else f"{self.path}: {self.message}"
+        )
 
 
 def _record_files(results_dir: Path) -> Iterator[Path]:
@@ -433,11 +456,11 @@ def iter_records(
     """Every valid ``record.json`` under ``results_dir``, and a problem for each skipped one.
 
     Malformed records and second copies of a run id are reported, never raised, so one bad file
-    cannot hide the rest. Raises :class:`RecordError` only if ``results_dir`` is not a folder.
+    cannot hide the rest. Raises :class:`UsageError` only if ``results_dir`` is not a folder.
     """
     root = Path(results_dir)
     if not root.is_dir():
-        raise RecordError(
+        raise UsageError(
             f"results folder {root} does not exist or is not a folder; "
             "pass the --results folder that 'calibench run' wrote to"
         )
@@ -470,9 +493,7 @@ class Predictions:
     labels: np.ndarray
 
 
-def save_predictions(
-    run_dir: str | os.PathLike[str], logits: Any, labels: Any
-) -> str:
+def save_predictions(run_dir: str | os.PathLike[str], logits: Any, labels: Any) -> str:
     """Save test ``logits`` (as float16) and ``labels`` compressed, atomically, beside the record.
 
     Accepts numpy arrays or torch tensors (moved to the CPU). Returns the file name, relative to
@@ -490,6 +511,7 @@ def save_predictions(
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            _make_readable(fh.fileno())
             np.savez_compressed(
                 fh, logits=logits_np.astype(np.float16), labels=labels_np.astype(np.int64)
             )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from calibench import records
-from calibench.errors import RecordError
+from calibench.errors import RecordError, UsageError
 from calibench.records import (
     build_record,
     iter_records,
@@ -24,14 +24,27 @@ from calibench.records import (
 )
 from calibench.spec import RunSpec
 
-ENV = {"python": "3", "torch": "2", "cuda": None, "timm": None, "torch_uncertainty": None, "device": "cpu"}
+ENV = {
+    "python": "3",
+    "torch": "2",
+    "cuda": None,
+    "timm": None,
+    "torch_uncertainty": None,
+    "device": "cpu",
+}
 CODE = {"calibench_version": "0.1.0", "git_sha": None, "git_dirty": None}
 
 
 def spec(**kw: Any) -> RunSpec:
     base = dict(
-        protocol="smoke", protocol_version=1, protocol_hash="sha256:x", loss="ce",
-        backbone="resnet20", dataset="cifar10", seed=0, ood=("svhn",),
+        protocol="smoke",
+        protocol_version=1,
+        protocol_hash="sha256:x",
+        loss="ce",
+        backbone="resnet20",
+        dataset="cifar10",
+        seed=0,
+        ood=("svhn",),
     )
     return RunSpec(**{**base, **kw})
 
@@ -69,6 +82,7 @@ def test_build_record_has_every_field_and_round_trips(tmp_path):
     assert load_record(path) == rec
     assert load_record(path.parent) == rec
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]  # no temporary left
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_default_provenance_is_filled(tmp_path):
@@ -178,7 +192,7 @@ def test_iter_records_reports_and_skips_malformed(tmp_path):
 
 
 def test_iter_records_needs_a_folder(tmp_path):
-    with pytest.raises(RecordError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):
         iter_records(tmp_path / "nope")
 
 

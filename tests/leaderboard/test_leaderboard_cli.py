@@ -1,0 +1,81 @@
+"""``calibench leaderboard`` and ``calibench leaderboard publish`` through the real CLI entry."""
+
+from __future__ import annotations
+
+import json
+
+from calibench.cli import main
+
+
+def metrics(ece: float) -> dict:
+    return {"test": {"acc": 0.9, "ece": ece, "adaece": ece, "nll": 0.5}, "ood": {}}
+
+
+def test_md_to_stdout_is_the_default_off_a_terminal(make_run, tmp_path, capsys):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    make_run(loss="ls", seed=0, status="failed")
+    assert main(["leaderboard", "--results", str(tmp_path / "results"), "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| rank") and "| ce " in out and "0 completed, 1 failed" in out
+
+
+def test_format_and_output_file(make_run, tmp_path, capsys):
+    make_run(loss="ce", seed=0, strength=2.0)
+    target = tmp_path / "out" / "board.json"
+    code = main(
+        [
+            "leaderboard",
+            "-r",
+            str(tmp_path / "results"),
+            "--bootstrap",
+            "20",
+            "--sort",
+            "acc",
+            "--output",
+            str(target),
+        ]
+    )
+    assert code == 0
+    doc = json.loads(target.read_text())
+    assert doc["sort"] == "acc" and doc["rows"][0]["loss"] == "ce"
+    assert doc["rows"][0]["acc_ci_low"] is not None
+    assert (
+        main(["leaderboard", "-r", str(tmp_path / "results"), "-f", "latex", "--bootstrap", "0"])
+        == 0
+    )
+    assert "\\begin{tabular}" in capsys.readouterr().out
+
+
+def test_usage_errors_are_one_line(make_run, tmp_path, capsys):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    results = str(tmp_path / "results")
+    cases = [
+        (["leaderboard"], "missing --results"),
+        (["leaderboard", "-r", results, "--sort", "bogus"], "cannot sort by 'bogus'"),
+        (["leaderboard", "-r", str(tmp_path / "nope")], "does not exist"),
+        (["leaderboard", "-r", results, "-o", str(tmp_path / "x.xlsx")], "cannot tell the format"),
+        (["leaderboard", "-r", results, "--bootstrap", "1"], "--bootstrap must be"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_publish_command(make_run, tmp_path, capsys):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    argv = [
+        "leaderboard",
+        "publish",
+        "-r",
+        str(tmp_path / "results"),
+        "--root",
+        str(tmp_path / "lb"),
+        "--bootstrap",
+        "0",
+    ]
+    assert main(argv) == 0
+    assert "published smoke v1 (1 records)" in capsys.readouterr().out
+    assert (tmp_path / "lb" / "smoke" / "v1" / "CHANGES.md").is_file()
+    assert main(argv) == 2
+    assert "nothing changed since v1" in capsys.readouterr().err

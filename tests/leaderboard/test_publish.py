@@ -1,0 +1,140 @@
+"""Publishing immutable versions: v1, then v2 with a correct CHANGES.md; refusals."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+
+import pytest
+
+from calibench.leaderboard import PublishError, publish
+from calibench.records import load_record, write_record
+
+# the package exports the function ``publish``, which hides the module of the same name
+publish_module = importlib.import_module("calibench.leaderboard.publish")
+
+
+def metrics(ece: float) -> dict:
+    return {"test": {"acc": 0.9, "ece": ece, "adaece": ece, "nll": 0.5}, "ood": {}}
+
+
+def section(changes: str, title: str) -> list[str]:
+    """The bullet lines under ``## title (n)``."""
+    lines = changes.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"## {title} ("))
+    out = []
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("- "):
+            out.append(line[2:])
+    return out
+
+
+def test_publish_v1_then_v2_with_changes(make_run, tmp_path):
+    results, root = tmp_path / "results", tmp_path / "leaderboards"
+    ce0 = make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    make_run(loss="ce", seed=1, metrics=metrics(0.07))
+    gone = make_run(loss="mmce", seed=0, metrics=metrics(0.04))
+
+    v1 = publish(results, root=root, n_boot=0)
+    assert v1.version == 1 and v1.path == root / "smoke" / "v1"
+    assert sorted(p.name for p in v1.path.iterdir()) == [
+        "CHANGES.md",
+        "LEADERBOARD.md",
+        "leaderboard.csv",
+        "records",
+    ]
+    assert len(list((v1.path / "records").glob("*/record.json"))) == 3
+    assert "first version" in v1.changes
+    assert len(section(v1.changes, "Rows added")) == 2
+    assert len(section(v1.changes, "Runs added")) == 3
+    md = (v1.path / "LEADERBOARD.md").read_text()
+    assert md.startswith("# smoke leaderboard v1") and "| mmce" in md
+
+    # v2: a new loss, a third ce seed that diverged, a changed ce seed-0 record, mmce removed
+    make_run(loss="focal", params={"gamma": 3}, seed=0, metrics=metrics(0.03))
+    make_run(loss="ce", seed=2, status="diverged")
+    rec = load_record(ce0)
+    rec["metrics"]["test"]["ece"] = 0.09
+    write_record(ce0, rec)
+    shutil.rmtree(gone.parent)
+
+    v2 = publish(results, root=root, n_boot=0)
+    assert v2.version == 2 and v2.path == root / "smoke" / "v2"
+    changes = (v2.path / "CHANGES.md").read_text()
+    assert changes == v2.changes
+    assert changes.startswith("# smoke leaderboard v2: changes since v1")
+    added = section(changes, "Rows added")
+    assert len(added) == 1 and added[0].startswith("focal(gamma=3) · cifar10 · resnet20")
+    removed = section(changes, "Rows removed")
+    assert len(removed) == 1 and removed[0].startswith("mmce")
+    changed = section(changes, "Rows whose metrics changed")
+    assert len(changed) == 1 and changed[0].startswith("ce ·")
+    assert "status 2 completed → 2 completed, 1 diverged" in changed[0]
+    assert "ECE % 6.00 ± 1.41 → 8.00 ± 1.41" in changed[0]  # mean of (5, 7) -> (9, 7)
+    assert "ECE %" in changed[0] and "acc %" not in changed[0]  # acc did not change
+    assert len(section(changes, "Runs added")) == 2
+    assert len(section(changes, "Runs removed")) == 1
+    run_changed = section(changes, "Runs whose record changed")
+    assert len(run_changed) == 1 and "test.ece 0.05 → 0.09" in run_changed[0]
+    # v1 is untouched
+    assert len(list((v1.path / "records").glob("*/record.json"))) == 3
+    assert (v1.path / "CHANGES.md").read_text() == v1.changes
+
+
+def test_refuses_to_publish_nothing_new(make_run, tmp_path):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0)
+    with pytest.raises(PublishError, match="nothing changed since v1"):
+        publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0)
+    assert sorted(p.name for p in (tmp_path / "lb" / "smoke").iterdir()) == ["v1"]
+    again = publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0, allow_unchanged=True)
+    assert again.version == 2 and "None." in again.changes
+
+
+def test_refuses_to_overwrite_an_existing_version(make_run, tmp_path, monkeypatch):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    existing = tmp_path / "lb" / "smoke" / "v1"
+    existing.mkdir(parents=True)
+    (existing / "LEADERBOARD.md").write_text("published earlier")
+    monkeypatch.setattr(publish_module, "existing_versions", lambda _: [])  # a racing publisher
+    with pytest.raises(
+        PublishError, match="already exists; published versions are never overwritten"
+    ):
+        publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0)
+    assert (existing / "LEADERBOARD.md").read_text() == "published earlier"
+
+
+def test_a_failed_publish_leaves_nothing_behind(make_run, tmp_path, monkeypatch):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+
+    def boom(board):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(publish_module, "render_csv", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0)
+    assert list((tmp_path / "lb" / "smoke").iterdir()) == []
+
+
+def test_malformed_records_block_publishing_unless_skipped(make_run, tmp_path):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    bad = tmp_path / "results" / "smoke" / "bad" / "record.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(json.dumps({"schema_version": 1}))
+    with pytest.raises(PublishError, match=r"1 malformed record.*--skip-invalid"):
+        publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0)
+    v1 = publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0, skip_invalid=True)
+    md = (v1.path / "LEADERBOARD.md").read_text()
+    assert "1 malformed record(s) were skipped" in md and str(bad) not in md
+
+
+def test_several_protocols_need_a_choice(make_run, tmp_path):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    make_run(loss="ce", seed=0, metrics=metrics(0.05), protocol="fast")
+    with pytest.raises(PublishError, match=r"several protocols .*--protocol"):
+        publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0)
+    v1 = publish(tmp_path / "results", root=tmp_path / "lb", protocol="fast", n_boot=0)
+    assert v1.path == tmp_path / "lb" / "fast" / "v1" and v1.n_records == 1

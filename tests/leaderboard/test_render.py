@@ -1,0 +1,118 @@
+"""Every output format renders the same rows; machine formats keep fractions."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+
+import pytest
+
+from calibench.errors import UsageError
+from calibench.leaderboard import build_leaderboard, render, render_terminal
+from calibench.leaderboard.render import FORMATS
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+
+
+@pytest.fixture
+def board(make_run, tmp_path):
+    svhn = {"svhn": {"msp": {"auroc": 0.875, "fpr95": 0.4}}}
+    for seed in range(2):
+        make_run(loss="dual_focal", seed=seed, strength=2.5, ood=svhn, plots={"reliability": PNG})
+    make_run(loss="ce", seed=0, strength=1.0, ood=svhn)
+    make_run(loss="ce", seed=1, status="diverged")
+    bad = tmp_path / "results" / "smoke" / "junk" / "record.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("[]")
+    return build_leaderboard(tmp_path / "results", n_boot=50)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_names_every_row(board, fmt):
+    text = render(board, fmt)
+    assert "dual" in text and "ce" in text
+    assert "diverged" in text
+
+
+def test_markdown_shows_mean_std_ci_status_and_problems(board):
+    md = render(board, "md")
+    header = md.splitlines()[0]
+    for title in (
+        "acc %",
+        "ECE %",
+        "AdaECE %",
+        "NLL",
+        "ECE after TS %",
+        "SVHN AUROC % (MSP)",
+        "SVHN FPR95 % (MSP)",
+        "status",
+        "seeds",
+        "protocol",
+        "deviations",
+    ):
+        assert title in header
+    row = next(line for line in md.splitlines() if "| dual_focal" in line)
+    ece = board.table.set_index("loss").loc["dual_focal"]
+    assert f"{ece['ece_mean'] * 100:.2f} ± {ece['ece_std'] * 100:.2f} [" in row
+    assert "87.50 ± 0.00" in row and "smoke v1" in row
+    assert "1 completed, 1 diverged" in md
+    assert "seed 1 diverged: synthetic diverged run" in md
+    assert "junk/record.json" in md  # the skipped record is listed with its path
+
+
+def test_csv_and_json_hold_fractions(board):
+    rows = list(csv.DictReader(io.StringIO(render(board, "csv"))))
+    by_loss = {r["loss"]: r for r in rows}
+    assert float(by_loss["dual_focal"]["svhn_auroc_mean"]) == pytest.approx(0.875)
+    assert by_loss["ce"]["status"] == "1 completed, 1 diverged"
+    assert by_loss["ce"]["ece_std"] == ""  # one completed seed: no std
+    doc = json.loads(render(board, "json"))
+    jrows = {r["loss"]: r for r in doc["rows"]}
+    assert jrows["dual_focal"]["svhn_auroc_mean"] == pytest.approx(0.875)
+    assert jrows["ce"]["ece_std"] is None
+    assert doc["sort"] == "ece" and doc["problems"][0]["path"].endswith("record.json")
+
+
+def test_latex_escapes_text_and_uses_math_symbols(board):
+    tex = render(board, "latex")
+    assert r"dual\_focal" in tex and r"$\pm$" in tex and r"ECE \%" in tex
+    assert "\\begin{tabular}" in tex and "±" not in tex
+
+
+def test_html_is_self_contained_with_embedded_diagrams(board):
+    page = render(board, "html")
+    assert page.startswith("<!DOCTYPE html>")
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert page.count(uri) == 4  # two seeds: thumbnail + gallery each
+    assert "http://" not in page and "https://" not in page and 'src="/' not in page
+    assert "<script>" in page and "dual_focal" in page
+
+
+def test_html_escapes_and_skips_non_png(make_run, tmp_path):
+    make_run(loss="ce", seed=0, plots={"reliability": b"<script>alert(1)</script>"})
+    page = render(build_leaderboard(tmp_path / "results", n_boot=0), "html")
+    assert "alert(1)" not in page and "data:image/png" not in page
+
+
+def test_terminal_table(board):
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=300, color_system=None)
+    render_terminal(board, console)
+    text = console.file.getvalue()
+    assert "calibench leaderboard" in text and "dual_focal" in text
+    assert "1 completed, 1 diverged" in text and "skipped record" in text
+
+
+def test_unknown_format_is_a_usage_error(board):
+    with pytest.raises(UsageError, match="unknown format 'xlsx'"):
+        render(board, "xlsx")
+
+
+def test_empty_results_render(tmp_path):
+    (tmp_path / "empty").mkdir()
+    board = build_leaderboard(tmp_path / "empty", n_boot=0)
+    for fmt in FORMATS:
+        assert render(board, fmt)
