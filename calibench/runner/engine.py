@@ -6,13 +6,12 @@ depend on how those modules spell their arguments.
 
 from __future__ import annotations
 
-import datetime as _dt
-import socket
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calibench.runner import layout
+from calibench.errors import UsageError
 from calibench.spec import RunSpec
 
 
@@ -22,13 +21,7 @@ class EngineResult:
     reason: str = ""
     epochs: int | None = None
     img_per_s: float | None = None
-
-
-def _model_device(model: Any) -> str:
-    try:
-        return str(next(model.parameters()).device)
-    except (StopIteration, AttributeError):
-        return "cpu"
+    resumed_from: int = 0
 
 
 def train_and_record(
@@ -47,43 +40,96 @@ def train_and_record(
     result = train(
         spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
     )
-    timing = getattr(result, "timing", {}) or {}
-    img_per_s = timing.get("img_per_s")
+    common = {
+        "epoch": result.epoch,
+        "history": result.history,
+        "timing": result.timing,
+        "device": "cpu" if result.device.startswith("cpu") else None,  # None: the GPU's name
+        "data": result.dataset.provenance,
+    }
+    img_per_s = result.timing.get("img_per_s")
     if result.status == "diverged":
-        reason = f"non-finite loss at epoch {result.epoch}"
-        write_status_record(spec, directory, "diverged", reason, epoch=result.epoch)
-        return EngineResult("diverged", reason, result.epoch, img_per_s)
-    progress(phase="evaluate")
+        reason = f"non-finite training loss ({result.diverged_loss}) at epoch {result.epoch}"
+        write_status_record(spec, directory, "diverged", reason, **common)
+        return EngineResult("diverged", reason, result.epoch, img_per_s, result.resumed_from)
+    evaluation = _evaluate(result, spec, directory, data_root)
+    artifacts = {
+        "predictions": records.save_predictions(
+            directory, evaluation.test_logits, evaluation.test_labels
+        ),
+        "plots": {
+            name: Path(path).resolve().relative_to(directory.resolve()).as_posix()
+            for name, path in evaluation.plots.items()
+        },
+    }
+    record = records.build_record(
+        spec,
+        status="completed",
+        metrics=record_metrics(evaluation.metrics, result.protocol.eval.temperature_scaling),
+        conventions=evaluation.conventions,
+        artifacts=artifacts,
+        **common,
+    )
+    records.write_record(directory, record)
+    return EngineResult("completed", "", result.epoch, img_per_s, result.resumed_from)
+
+
+def _evaluate(result: Any, spec: RunSpec, directory: Path, data_root: Path | str | None) -> Any:
+    """Evaluate with the protocol's eval settings: at most ``max_images`` test / OOD images."""
+    from calibench.data.datasets import subset
     from calibench.evaluation import evaluate
     from calibench.registry import create_ood
 
-    ood_sets = [
-        create_ood(name, root=data_root, like=result.dataset, seed=spec.seed) for name in spec.ood
-    ]
-    evaluation = evaluate(
-        result.model, result.loss, result.dataset, ood_sets, device=_model_device(result.model)
+    settings = result.protocol.eval
+    dataset = result.dataset
+    cap = settings.max_images
+    if cap and cap < len(dataset.test):
+        dataset = dataclasses.replace(
+            dataset,
+            test=subset(dataset.test, cap),
+            provenance={**dataset.provenance, "eval_max_images": cap},
+        )
+    ood_sets = []
+    for name in spec.ood:
+        ood = create_ood(name, root=data_root, like=dataset, seed=spec.seed)
+        if cap and cap < len(ood):
+            ood = dataclasses.replace(ood, x=ood.x[:cap], y=None if ood.y is None else ood.y[:cap])
+        ood_sets.append(ood)
+    return evaluate(
+        result.model,
+        result.loss,
+        dataset,
+        ood_sets,
+        device=result.device,
+        n_bins=settings.ece_bins,
+        batch_size=settings.batch_size,
+        plots_dir=directory,
     )
-    record = records.build_record(spec, result, evaluation)
-    records.write_record(record, directory)
-    return EngineResult("completed", "", result.epoch, img_per_s)
+
+
+def record_metrics(metrics: dict[str, Any], temperature_scaling: bool = True) -> dict[str, Any]:
+    """The evaluator's metrics for the record; no ``test_ts`` when the protocol turns TS off."""
+    return {**metrics, "test_ts": metrics.get("test_ts") if temperature_scaling else None}
 
 
 def write_status_record(
-    spec: RunSpec, directory: Path, status: str, reason: str, **extra: Any
+    spec: RunSpec, directory: Path, status: str, reason: str, **fields: Any
 ) -> None:
-    """A ``failed`` or ``diverged`` record: the spec, the reason, where and when."""
-    record = {
-        "status": status,
-        "reason": reason,
-        "run_id": spec.run_id(),
-        "spec": spec.to_dict(),
-        "loss_label": spec.loss_label,
-        "host": socket.gethostname(),
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
-    }
-    layout.atomic_write_json(directory / layout.RECORD, record)
+    """A ``failed`` or ``diverged`` record (schema of :mod:`calibench.records`) with its reason."""
+    from calibench import records
+
+    try:
+        record = records.build_record(spec, status=status, reason=reason, **fields)
+    except UsageError:  # the loss is not registered any more: keep the failure all the same
+        record = records.build_record(
+            spec,
+            status=status,
+            reason=reason,
+            loss_source={"type": "local", "module": None},
+            **fields,
+        )
+    records.write_record(directory, record)
 
 
 def write_failed_record(spec: RunSpec, directory: Path, *, reason: str, log: str) -> None:
-    write_status_record(spec, directory, "failed", reason, log=log)
+    write_status_record(spec, directory, "failed", f"{reason} (traceback in {log})")

@@ -9,6 +9,7 @@ leaving the latest checkpoints in place for the next attempt.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -57,52 +58,78 @@ def _one_line(exc: BaseException) -> str:
 
 
 class ProgressWriter:
-    """The trainer's progress callback: writes ``progress.json`` (atomically, at most once a
-    second) for the live view, whichever process or node the run is on.
-
-    Accepts the trainer's progress event as a mapping or an object with attributes ``epoch``,
-    ``epochs``, ``step``, ``steps``, ``img_per_s`` and optionally ``eta_s``.
-    """
+    """The trainer's progress callback (protocol in :mod:`calibench.engine.progress`): writes
+    ``progress.json`` atomically, at most once every ``interval_s`` and at each epoch end, for
+    the live view, whichever process or node the run is on."""
 
     def __init__(self, directory: Path, spec: RunSpec, interval_s: float = 1.0) -> None:
         self.path = directory / layout.PROGRESS
-        self.base = {
+        self.state: dict[str, Any] = {
             "run_id": directory.name,
             "label": describe(spec),
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "started": time.time(),
+            "phase": "starting",
         }
         self.interval_s = interval_s
-        self._last = 0.0
-        self.latest: dict[str, Any] = {}
+        self._last_write = 0.0
+        self._t0 = time.monotonic()
+        self._steps_done = 0
+        self._batch_size = 0
 
-    def __call__(self, event: Any = None, **kwargs: Any) -> None:
-        fields = dict(event) if isinstance(event, dict) else {}
-        if event is not None and not isinstance(event, dict):
-            fields = {k: getattr(event, k) for k in dir(event) if not k.startswith("_")}
-            fields = {k: v for k, v in fields.items() if not callable(v)}
-        fields.update(kwargs)
-        keep = ("epoch", "epochs", "step", "steps", "img_per_s", "eta_s", "loss", "phase")
-        self.latest.update({k: fields[k] for k in keep if k in fields and _plain(fields[k])})
-        now = time.monotonic()
-        if now - self._last >= self.interval_s or fields.get("phase") == "evaluate":
-            self._last = now
+    def on_train_start(
+        self, run: str, start_epoch: int, epochs: int, steps_per_epoch: int, batch_size: int
+    ) -> None:
+        self._t0 = time.monotonic()
+        self._steps_done = 0
+        self._batch_size = batch_size
+        self.state.update(
+            phase="train",
+            resumed_from_epoch=start_epoch,
+            epoch=min(start_epoch + 1, epochs),
+            epochs=epochs,
+            step=0,
+            steps=steps_per_epoch,
+        )
+        self.write()
+
+    def on_step(self, epoch: int, step: int, steps: int) -> None:
+        self._steps_done += 1
+        self.state.update(epoch=epoch, step=step, steps=steps)
+        if time.monotonic() - self._last_write >= self.interval_s:
+            elapsed = time.monotonic() - self._t0
+            if elapsed > 0 and self._batch_size:
+                self.state["img_per_s"] = self._steps_done * self._batch_size / elapsed
             self.write()
 
-    def write(self, **extra: Any) -> None:
-        self.latest.update(extra)
-        try:
-            layout.atomic_write_json(self.path, {**self.base, **self.latest, "updated": time.time()})
-        except OSError:
-            pass  # progress is best effort; never fail a run over it
+    def on_epoch_end(self, epoch: int, epochs: int, loss: float, img_per_s: float) -> None:
+        self.state.update(epoch=epoch, epochs=epochs, img_per_s=img_per_s)
+        if self.state.get("steps"):
+            self.state["step"] = self.state["steps"]
+        if loss == loss and abs(loss) != float("inf"):
+            self.state["loss"] = loss
+        self.write()
+
+    def on_train_end(self, status: str, epoch: int) -> None:
+        self.state.update(phase="evaluate" if status == "completed" else status, epoch=epoch)
+        self.write()
+
+    def eta_seconds(self) -> float | None:
+        """Remaining steps of this attempt at the rate seen so far in this attempt."""
+        s = self.state
+        if s.get("phase") != "train" or not self._steps_done or not s.get("steps"):
+            return None
+        remaining = (s["epochs"] - s["epoch"]) * s["steps"] + (s["steps"] - s["step"])
+        return remaining * (time.monotonic() - self._t0) / self._steps_done
+
+    def write(self) -> None:
+        self._last_write = time.monotonic()
+        payload = {**self.state, "eta_s": self.eta_seconds(), "updated": time.time()}
+        with contextlib.suppress(OSError):  # progress is best effort; never fail a run over it
+            layout.atomic_write_json(self.path, payload)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _plain(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _log_attempt(directory: Path, **fields: Any) -> None:
@@ -121,6 +148,7 @@ def execute_run(
     *,
     retry_diverged: bool = False,
     compile: bool = False,
+    threads: int | None = None,
 ) -> RunOutcome:
     """Train, evaluate and record one run; idempotent and safe to call from concurrent workers.
 
@@ -128,6 +156,9 @@ def execute_run(
     - a diverged record -> ``skipped`` unless ``retry_diverged``;
     - another worker holds the run's lock -> ``skipped`` ("running elsewhere");
     - checkpoints in ``checkpoints/`` -> the trainer resumes from the latest one.
+
+    ``threads`` sets torch's intra-op CPU threads for the run: CPU results are bit-identical
+    across processes and executors only for the same thread count.
     """
     from filelock import FileLock, Timeout
 
@@ -146,6 +177,10 @@ def execute_run(
         skip = _skip_reason(directory, retry_diverged)  # it may have finished while we waited
         if skip is not None:
             return RunOutcome(directory.name, label, "skipped", skip)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         return _execute_locked(spec, directory, label, device, data_root, compile)
     finally:
         lock.release()
@@ -172,7 +207,7 @@ def _execute_locked(
     layout.atomic_write_json(directory / layout.SPEC, spec.to_dict())
     _log_attempt(directory, event="start", resumed=resumed, device=device)
     progress = ProgressWriter(directory, spec)
-    progress.write(phase="starting")
+    progress.write()
     start = time.monotonic()
     from calibench.runner import engine
 
@@ -185,7 +220,12 @@ def _execute_locked(
         log = directory / layout.LOGS / f"error-{int(time.time())}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"{label}\n{reason}\n\n{traceback.format_exc()}")
-        engine.write_failed_record(spec, directory, reason=reason, log=str(log.relative_to(directory)))
+        try:
+            engine.write_failed_record(
+                spec, directory, reason=reason, log=str(log.relative_to(directory))
+            )
+        except Exception as record_exc:  # the run's outcome still reaches the summary
+            reason += f" (and its failed record could not be written: {_one_line(record_exc)})"
         _log_attempt(directory, event="failed", reason=reason)
         return RunOutcome(
             directory.name, label, "failed", reason, time.monotonic() - start, resumed
@@ -199,7 +239,7 @@ def _execute_locked(
         result.status,
         result.reason,
         time.monotonic() - start,
-        resumed,
+        resumed or result.resumed_from > 0,
         result.epochs,
         result.img_per_s,
     )

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from calibench.spec import RunSpec, slug
+from calibench.spec import RunSpec
 
 RECORD = "record.json"
 SPEC = "spec.json"
@@ -27,7 +27,7 @@ LOCK = ".lock"
 
 def run_dir(results: Path | str, spec: RunSpec) -> Path:
     """``RESULTS/<protocol>/<run_id>``."""
-    return Path(results) / slug(spec.protocol) / spec.run_id()
+    return Path(results) / spec.protocol / spec.run_id()
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -84,7 +84,9 @@ def parse_params(text: str, where: str) -> dict[str, Any]:
                 f"got {ast.unparse(kw.value)}"
             ) from None
         if isinstance(params[kw.arg], (set, dict, bytes, complex)):
-            raise UsageError(f"parameter {kw.arg} of {where} must be a number, string, bool or list")
+            raise UsageError(
+                f"parameter {kw.arg} of {where} must be a number, string, bool or list"
+            )
     return params
 
 

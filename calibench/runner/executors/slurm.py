@@ -1,0 +1,114 @@
+"""The SLURM executor: one submitit job array, one array task per run.
+
+Each task is :class:`submitit.helpers.Checkpointable`: on preemption or timeout submitit
+requeues it with the same arguments, and the run resumes from the latest checkpoint in its
+folder. Needs ``pip install 'calibench[slurm]'`` and a results folder on a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from calibench.errors import UsageError
+from calibench.runner.execute import RunOutcome
+from calibench.runner.executors.base import Executor, OnDone, RunJob, lost
+from calibench.spec import RunSpec
+
+try:
+    from submitit.helpers import Checkpointable
+except ImportError:  # the executor raises a clear error when used
+    Checkpointable = object  # type: ignore[misc,assignment]
+
+
+class SlurmRun(Checkpointable):
+    """One array task; requeued as is after preemption/timeout, then resumes from checkpoint."""
+
+    def __init__(self, job: RunJob) -> None:
+        self.job = job
+
+    def __call__(self, spec: RunSpec) -> RunOutcome:
+        return self.job(spec)
+
+
+class SlurmExecutor(Executor):
+    """Submit the plan as one job array and wait for it.
+
+    ``parameters`` go to ``AutoExecutor.update_parameters`` (e.g. ``slurm_partition``,
+    ``gpus_per_node``, ``timeout_min``). ``cluster="local"`` runs the array with submitit's local
+    executor (for tests and single machines).
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        folder: Path | str,
+        *,
+        array_parallelism: int = 16,
+        max_num_timeout: int = 3,
+        cluster: str | None = None,
+        poll_s: float = 2.0,
+        **parameters: Any,
+    ) -> None:
+        self.folder = Path(folder)
+        self.array_parallelism = array_parallelism
+        self.max_num_timeout = max_num_timeout
+        self.cluster = cluster
+        self.poll_s = poll_s
+        self.parameters = {"timeout_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 8}
+        self.parameters.update(parameters)
+        self.jobs: list[Any] = []
+
+    def describe(self) -> str:
+        return f"slurm job array (parallelism {self.array_parallelism}, logs in {self.folder})"
+
+    def make_executor(self) -> Any:
+        try:
+            import submitit
+        except ImportError:
+            raise UsageError(
+                "the slurm executor needs submitit: pip install 'calibench[slurm]'"
+            ) from None
+        cluster = self.cluster or ("slurm" if shutil.which("sbatch") else None)
+        if cluster is None:
+            raise UsageError(
+                "no SLURM cluster found (sbatch is not on PATH); use --executor local or ray"
+            )
+        executor = submitit.AutoExecutor(
+            folder=self.folder,
+            cluster=cluster,
+            slurm_max_num_timeout=self.max_num_timeout,
+            local_max_num_timeout=self.max_num_timeout,
+        )
+        parameters = dict(self.parameters)
+        if cluster == "local":  # a local array has no GPUs to ask for unless the caller says so
+            parameters.pop("gpus_per_node", None)
+        executor.update_parameters(
+            name="calibench", slurm_array_parallelism=self.array_parallelism, **parameters
+        )
+        return executor
+
+    def run(self, specs: Sequence[RunSpec], job: RunJob, on_done: OnDone) -> None:
+        executor = self.make_executor()
+        self.jobs = executor.map_array(SlurmRun(job), list(specs))
+        pending = dict(zip(self.jobs, specs, strict=True))
+        try:
+            while pending:
+                for sjob in [j for j in pending if j.done()]:
+                    spec = pending.pop(sjob)
+                    try:
+                        outcome = sjob.result()
+                    except Exception as exc:
+                        reason = " ".join(str(exc).split())[-300:]
+                        outcome = lost(spec, f"SLURM job {sjob.job_id} failed: {reason}")
+                    on_done(spec, outcome)
+                if pending:
+                    time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            for sjob in pending:
+                sjob.cancel(check=False)
+            raise

@@ -1,0 +1,216 @@
+"""Real runs (resnet20, tiny protocol, CPU) through every executor, with kills and resumes.
+
+All records of the same spec must carry identical metrics whatever ran them: in-process,
+worker processes, a real multi-process Ray cluster, submitit's local executor, and a sweep
+killed with SIGKILL then rerun. Every run uses one torch thread (CPU results are bit-identical
+only for a fixed thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from calibench.records import load_record
+from calibench.runner import layout
+from calibench.runner.execute import RunOutcome
+from calibench.runner.executors.base import Executor, RunJob
+from calibench.runner.executors.local import LocalExecutor
+from calibench.runner.plan import build_specs
+from calibench.runner.selection import LossChoice
+from calibench.spec import RunSpec
+
+pytestmark = pytest.mark.slow
+
+
+def specs_for(protocol: Any, seeds: list[int], **deviations: Any) -> list[RunSpec]:
+    return build_specs(
+        protocol, [LossChoice("ce")], ["resnet20"], ["cifar10"], seeds, ["gaussian"], deviations
+    )
+
+
+def comparable(results: Path, spec: RunSpec) -> dict[str, Any]:
+    """What must not depend on the executor: status, metrics, epoch, loss history."""
+    record = load_record(layout.run_dir(results, spec))
+    return {k: record[k] for k in ("status", "metrics", "epoch", "history", "spec")}
+
+
+def run_all(executor: Executor, specs: list[RunSpec], job: RunJob) -> list[RunOutcome]:
+    outcomes: list[RunOutcome] = []
+    executor.run(specs, job, lambda spec, outcome: outcomes.append(outcome))
+    return outcomes
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def first_checkpoint_pid(directory: Path) -> int | None:
+    """The worker pid from progress.json once the run has written a checkpoint."""
+    progress = layout.read_json(directory / layout.PROGRESS)
+    if progress and layout.has_checkpoint(directory):
+        return int(progress["pid"])
+    return None
+
+
+def attempts(directory: Path) -> list[dict[str, Any]]:
+    lines = (directory / layout.LOGS / "attempts.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_protocol, shared_data_dir, tmp_path_factory) -> tuple[Path, list[RunSpec]]:
+    """Seeds 0 and 1 run in this process, one after another: the reference records."""
+    results = tmp_path_factory.mktemp("reference")
+    specs = specs_for(tiny_protocol, [0, 1])
+    job = RunJob(str(results), "cpu", str(shared_data_dir), threads=1)
+    outcomes = run_all(LocalExecutor(), specs, job)
+    assert [o.status for o in outcomes] == ["completed", "completed"], outcomes
+    return results, specs
+
+
+def test_worker_processes_match_in_process_runs(reference, shared_data_dir, tmp_path) -> None:
+    ref_dir, specs = reference
+    job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1)
+    outcomes = run_all(LocalExecutor(workers=["", ""]), specs, job)
+    assert sorted(o.status for o in outcomes) == ["completed", "completed"], outcomes
+    for spec in specs:
+        assert comparable(tmp_path, spec) == comparable(ref_dir, spec)
+
+
+def test_sweep_killed_with_sigkill_then_rerun_loses_and_duplicates_nothing(
+    reference, shared_data_dir, tmp_path
+) -> None:
+    ref_dir, specs = reference
+    cmd = [
+        sys.executable, "-m", "calibench", "run", "--losses", "ce", "--backbone", "resnet20",
+        "--dataset", "cifar10", "--ood", "gaussian", "--protocol", "tiny", "--seeds", "0,1",
+        "--data-root", str(shared_data_dir), "--results", str(tmp_path), "--device", "cpu",
+        "--cpu-threads", "1", "--no-live",
+    ]  # fmt: skip
+    first, second = (layout.run_dir(tmp_path, s) for s in specs)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (first / layout.RECORD).exists(), 120, "the first record")
+        wait_for(lambda: first_checkpoint_pid(second), 120, "a checkpoint of the second run")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (second / layout.RECORD).exists()
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "1 completed, 1 skipped, 0 diverged, 0 failed" in rerun.stdout
+    for spec, directory in zip(specs, (first, second), strict=True):
+        assert comparable(tmp_path, spec) == comparable(ref_dir, spec)
+        assert not list(directory.glob(".*.tmp")) and not (directory / layout.PROGRESS).exists()
+    assert [a["event"] for a in attempts(second)] == ["start", "start", "completed"]
+    assert attempts(second)[1]["resumed"] is True
+    records = sorted(tmp_path.rglob(layout.RECORD))
+    assert records == sorted([first / layout.RECORD, second / layout.RECORD])
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 completed, 2 skipped" in again.stdout
+
+
+# -- Ray: a real multi-process cluster (head + one worker node, each its own raylet) ----------
+@pytest.fixture(scope="module")
+def ray_cluster(tiny_protocol):
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False},  # tasks go to the worker
+    )
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_ray_records_equal_local_records(ray_cluster, reference, shared_data_dir, tmp_path):
+    from calibench.runner.executors.ray import RayExecutor
+
+    ref_dir, specs = reference
+    job = RunJob(str(tmp_path), "auto", str(shared_data_dir), threads=1)
+    outcomes = run_all(RayExecutor(ray_cluster.address), specs, job)
+    assert sorted(o.status for o in outcomes) == ["completed", "completed"], outcomes
+    for spec in specs:
+        assert comparable(tmp_path, spec) == comparable(ref_dir, spec)
+        assert attempts(layout.run_dir(tmp_path, spec))[0]["pid"] != os.getpid()
+
+
+def test_ray_retries_a_sigkilled_worker_and_resumes(
+    ray_cluster, tiny_protocol, shared_data_dir, tmp_path
+):
+    from calibench.runner.executors.ray import RayExecutor
+
+    (spec,) = specs_for(tiny_protocol, [0], epochs=4)
+    directory = layout.run_dir(tmp_path, spec)
+    job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1)
+    executor = RayExecutor(ray_cluster.address, max_retries=2)
+    thread, box = in_thread(lambda: run_all(executor, [spec], job))
+    pid = wait_for(lambda: first_checkpoint_pid(directory), 180, "the Ray task's first checkpoint")
+    os.kill(pid, signal.SIGKILL)
+    thread.join(300)
+    assert not thread.is_alive()
+    (outcome,) = box[0]
+    assert outcome.status == "completed" and outcome.resumed, outcome
+    starts = [a for a in attempts(directory) if a["event"] == "start"]
+    assert len(starts) == 2 and starts[0]["pid"] == pid and starts[1]["resumed"] is True
+    record = load_record(directory)
+    assert record["status"] == "completed" and record["epoch"] == 4
+    assert len(record["history"]) == 4
+
+
+# -- SLURM through submitit's local executor ----------------------------------------------------
+def test_submitit_array_requeue_resumes_from_checkpoint(
+    reference, tiny_protocol, shared_data_dir, tmp_path
+):
+    pytest.importorskip("submitit")
+    from calibench.runner.executors.slurm import SlurmExecutor
+
+    ref_dir, specs = reference
+    job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1)
+    executor = SlurmExecutor(
+        tmp_path / ".submitit", cluster="local", array_parallelism=2, poll_s=0.2, timeout_min=10
+    )
+    thread, box = in_thread(lambda: run_all(executor, specs, job))
+    directory = layout.run_dir(tmp_path, specs[0])
+    pid = wait_for(lambda: first_checkpoint_pid(directory), 180, "the array task's checkpoint")
+    os.kill(pid, signal.SIGUSR2)  # what SLURM sends before preemption / timeout
+    thread.join(300)
+    assert not thread.is_alive()
+    assert sorted(o.status for o in box[0]) == ["completed", "completed"], box[0]
+    starts = [a for a in attempts(directory) if a["event"] == "start"]
+    assert len(starts) == 2 and starts[1]["resumed"] is True
+    for spec in specs:
+        assert comparable(tmp_path, spec) == comparable(ref_dir, spec)

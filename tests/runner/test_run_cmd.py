@@ -1,0 +1,74 @@
+"""``calibench run`` argument handling: names checked before work, dry run, CPU pointer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from calibench.cli import main
+from calibench.runner import engine
+from calibench.runner.executors.local import LocalExecutor
+
+ARGS = ["run", "--backbone", "resnet20", "--dataset", "cifar10", "--protocol", "smoke"]
+
+
+def test_unknown_loss_fails_before_any_work_with_one_line(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setattr(LocalExecutor, "run", lambda *a: pytest.fail("training started"))
+    code = main([*ARGS, "--losses", "ce,focall", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: unknown loss 'focall'")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--backbone", "resnet2O"], "unknown backbone 'resnet2O'"),
+        (["--ood", "gaussian,svnh"], "unknown OOD set 'svnh'"),
+        (["--seeds", "0,x"], "--seeds"),
+        (["--losses", "ce(gamma=2)"], "gamma"),
+    ],
+)
+def test_every_name_is_checked_up_front(tmp_path: Path, capsys, extra, message) -> None:
+    assert main([*ARGS, "--losses", "ce", *extra, "--results", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dry_run_lists_run_ids_and_states(tmp_path: Path, capsys) -> None:
+    args = [*ARGS, "--losses", "ce", "--seeds", "0,1", "--results", str(tmp_path), "--dry-run"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 2 to run" in out and out.count(" new ") == 2
+    assert not any(tmp_path.iterdir())
+
+
+def test_deviations_change_the_run_ids(tmp_path: Path, capsys) -> None:
+    base = [*ARGS, "--losses", "ce", "--seeds", "0", "--results", str(tmp_path), "--dry-run"]
+    main(base)
+    plain = capsys.readouterr().out
+    main([*base, "--epochs", "1"])
+    changed = capsys.readouterr().out
+    ids = [
+        line.split()[1] for text in (plain, changed) for line in text.splitlines() if " ce " in line
+    ]
+    assert len(ids) == 2 and ids[0] != ids[1]
+
+
+def test_cpu_machine_gets_a_pointer_to_the_smoke_protocol(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("calibench.cli.run_cmd._cuda_available", lambda: False)
+    args = ["run", "--losses", "ce", "--backbone", "resnet20", "--results", str(tmp_path)]
+    assert main(args) == 2
+    assert "--protocol smoke" in capsys.readouterr().err
+
+
+def test_failed_run_makes_the_exit_code_non_zero(tmp_path, capsys, monkeypatch) -> None:
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "train_and_record", boom)
+    args = [*ARGS, "--losses", "ce", "--seeds", "0", "--results", str(tmp_path), "--no-live"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "0 completed, 0 skipped, 0 diverged, 1 failed" in out and "boom" in out
