@@ -1,0 +1,17 @@
+"""The training engine: checkpoints, progress reporting and the resumable trainer."""
+
+from __future__ import annotations
+
+from calibench.engine.checkpoint import CheckpointError, CorruptCheckpointWarning
+from calibench.engine.progress import NullProgress, RichProgress, TrainProgress
+from calibench.engine.trainer import TrainResult, train
+
+__all__ = [
+    "CheckpointError",
+    "CorruptCheckpointWarning",
+    "NullProgress",
+    "RichProgress",
+    "TrainProgress",
+    "TrainResult",
+    "train",
+]

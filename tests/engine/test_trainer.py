@@ -1,0 +1,298 @@
+"""The trainer on CPU: determinism, SIGKILL-and-resume, divergence, corrupt checkpoints.
+
+Runs resnet20 on a few hundred images of the real CIFAR-10 npz (``<repo>/../shared/data``), or
+on a synthetic npz of the same layout when the real one is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import numpy as np
+import pytest
+import torch
+
+from calibench.engine import CorruptCheckpointWarning, NullProgress, TrainResult, train
+from calibench.engine.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+from calibench.errors import ProtocolError, UsageError
+from calibench.losses.ce import CrossEntropyLoss
+from calibench.protocols import compute_content_hash, load_protocol
+from calibench.spec import RunSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CIFAR10_NPZ = REPO_ROOT.parent / "shared" / "data" / "cifar10.npz"
+SMALL = {"epochs": 2, "train_subset": 192, "batch_size": 64}  # 3 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if CIFAR10_NPZ.exists():
+        return CIFAR10_NPZ.parent
+    root = tmp_path_factory.mktemp("synthetic-cifar10")
+    rng = np.random.default_rng(0)
+    n_train, n_test = 6000, 200
+    np.savez(
+        root / "cifar10.npz",
+        x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+        y_train=np.arange(n_train, dtype=np.int64) % 10,
+        x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+        y_test=np.arange(n_test, dtype=np.int64) % 10,
+    )
+    return root
+
+
+def make_spec(seed: int = 0, loss: str = "ce", **overrides: object) -> RunSpec:
+    protocol = load_protocol("smoke")
+    _, deviations = protocol.with_overrides(**{**SMALL, **overrides})
+    return RunSpec(
+        protocol="smoke",
+        protocol_version=protocol.version,
+        protocol_hash=protocol.content_hash,
+        loss=loss,
+        backbone="resnet20",
+        dataset="cifar10",
+        seed=seed,
+        deviations=deviations,
+    )
+
+
+def run(spec: RunSpec, run_dir: Path, data_root: Path, **kw: object) -> TrainResult:
+    return train(spec, run_dir, device="cpu", data_root=data_root, progress=False, **kw)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> TrainResult:
+    """An uninterrupted run of :func:`make_spec` ``()``."""
+    return run(make_spec(), tmp_path_factory.mktemp("reference"), data_root)
+
+
+def test_reference_run_completes_and_checkpoints(reference: TrainResult) -> None:
+    assert reference.status == "completed" and reference.epoch == 2
+    assert len(reference.history) == 2 and all(np.isfinite(reference.history))
+    assert reference.precision == "fp32" and reference.device == "cpu"
+    assert len(reference.dataset.train) == 192
+    per_class = torch.bincount(reference.dataset.train.y, minlength=10)
+    assert int(per_class.max() - per_class.min()) <= 1  # class-stratified subset
+    assert reference.timing["img_per_s"] > 0
+    assert [e for e, _ in list_checkpoints(reference.checkpoint.parent)] == [1, 2]
+    state = load_checkpoint(reference.checkpoint)
+    assert state["loader"] == {"seed": 0, "epoch": 2}
+    assert state["spec"] == make_spec().to_dict()
+    assert_same_weights(state["model"], reference.model.state_dict())
+
+
+def test_same_seed_gives_identical_weights(
+    reference: TrainResult, tmp_path: Path, data_root: Path
+) -> None:
+    again = run(make_spec(), tmp_path / "again", data_root)
+    assert again.history == reference.history
+    assert_same_weights(again.model.state_dict(), reference.model.state_dict())
+    other = run(make_spec(seed=1, epochs=1, train_subset=64), tmp_path / "other", data_root)
+    first = reference.model.state_dict()
+    assert any(not torch.equal(v, first[k]) for k, v in other.model.state_dict().items())
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from calibench.engine import NullProgress, train
+    from calibench.spec import RunSpec
+
+    spec_dict, run_dir, data_root, marker = json.loads(sys.argv[1])
+
+    class StopMidEpoch2(NullProgress):
+        def on_step(self, epoch, step, steps):
+            if epoch == 2 and step == 2:
+                Path(marker).write_text("mid-epoch")
+                time.sleep(600)
+
+    train(RunSpec.from_dict(spec_dict), run_dir, device="cpu", data_root=data_root,
+          progress=StopMidEpoch2())
+    """
+)
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(
+    reference: TrainResult, tmp_path: Path, data_root: Path
+) -> None:
+    spec = make_spec()
+    run_dir, marker = tmp_path / "killed", tmp_path / "marker"
+    args = json.dumps([spec.to_dict(), str(run_dir), str(data_root), str(marker)])
+    child = subprocess.Popen([sys.executable, "-c", CHILD, args], cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert child.poll() is None, "the training subprocess exited before being killed"
+            assert time.monotonic() < deadline, "the training subprocess never reached epoch 2"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert [e for e, _ in list_checkpoints(run_dir / "checkpoints")] == [1]
+
+    resumed = run(spec, run_dir, data_root)
+    assert resumed.resumed_from == 1 and resumed.status == "completed"
+    assert resumed.history == reference.history
+    assert_same_weights(resumed.model.state_dict(), reference.model.state_dict())
+
+
+def test_corrupt_last_checkpoint_is_set_aside_and_training_redone(
+    reference: TrainResult, tmp_path: Path, data_root: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference.checkpoint.parent.parent, run_dir)
+    last = checkpoint_path(run_dir / "checkpoints", 2)
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 3])
+    with pytest.warns(CorruptCheckpointWarning, match=str(last)):
+        resumed = run(make_spec(), run_dir, data_root)
+    assert resumed.resumed_from == 1
+    assert last.with_name(last.name + ".corrupt").exists()
+    assert_same_weights(resumed.model.state_dict(), reference.model.state_dict())
+
+
+def test_finished_run_is_not_retrained(reference: TrainResult, data_root: Path) -> None:
+    run_dir = reference.checkpoint.parent.parent
+    again = run(make_spec(), run_dir, data_root)
+    assert again.resumed_from == 2 and again.timing["train_seconds"] == 0.0
+    assert again.history == reference.history
+    assert_same_weights(again.model.state_dict(), reference.model.state_dict())
+
+
+class NanInEpoch2(CrossEntropyLoss):
+    """CE that turns NaN after the first ``steps`` calls, that is in epoch 2."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.calls = 0
+
+    def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        loss = super().compute(logits, targets)
+        return loss * float("nan") if self.calls > self.steps else loss
+
+
+def test_non_finite_loss_marks_the_run_diverged(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loss = NanInEpoch2(steps=192 // 64)
+    monkeypatch.setattr("calibench.engine.trainer.create_loss", lambda name, **kw: loss)
+    result = run(make_spec(), tmp_path / "run", data_root)
+    assert result.status == "diverged" and result.epoch == 2
+    assert len(result.history) == 1 and not np.isfinite(result.diverged_loss)
+    assert loss.validate_inputs is False
+    assert [e for e, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [1]
+    assert result.checkpoint == checkpoint_path(tmp_path / "run" / "checkpoints", 1)
+
+
+def test_progress_callbacks(tmp_path: Path, data_root: Path) -> None:
+    calls: list[tuple] = []
+
+    class Recorder(NullProgress):
+        def on_train_start(self, *args: object) -> None:
+            calls.append(("start", *args))
+
+        def on_step(self, *args: object) -> None:
+            calls.append(("step", *args))
+
+        def on_epoch_end(self, epoch, epochs, loss, img_per_s) -> None:
+            assert isinstance(loss, float) and isinstance(img_per_s, float)
+            calls.append(("epoch", epoch, epochs))
+
+        def on_train_end(self, *args: object) -> None:
+            calls.append(("end", *args))
+
+    before = torch.are_deterministic_algorithms_enabled()
+    spec = make_spec(epochs=1, train_subset=128)
+    train(spec, tmp_path, device="cpu", data_root=data_root, progress=Recorder())
+    assert calls[0] == ("start", "ce resnet20 seed=0", 0, 1, 2, 64)
+    assert calls[1:3] == [("step", 1, s, 2) for s in range(1, 3)]
+    assert calls[3:] == [("epoch", 1, 1), ("end", "completed", 1)]
+    assert torch.are_deterministic_algorithms_enabled() == before  # backend flags restored
+
+
+def test_checkpoints_of_another_spec_are_refused(reference: TrainResult, data_root: Path) -> None:
+    run_dir = reference.checkpoint.parent.parent
+    with pytest.raises(UsageError, match="another run spec"):
+        run(make_spec(seed=5), run_dir, data_root)
+    assert reference.checkpoint.exists()
+
+
+def test_spec_for_another_protocol_version_is_refused(tmp_path: Path, data_root: Path) -> None:
+    d = make_spec().to_dict()
+    d["protocol_hash"] = "sha256:" + "1" * 64
+    with pytest.raises(ProtocolError, match="rebuild the spec"):
+        run(RunSpec.from_dict(d), tmp_path, data_root)
+    d = make_spec().to_dict()
+    d["deviations"] = {"momentum": 0.5}
+    with pytest.raises(UsageError, match="unknown deviation"):
+        run(RunSpec.from_dict(d), tmp_path, data_root)
+
+
+def test_protocol_augmentation_the_pipeline_cannot_do_is_refused(
+    tmp_path: Path, data_root: Path
+) -> None:
+    text = load_protocol("smoke").path.read_text().replace("flip = true", "flip = false")
+    content_hash = compute_content_hash(tomllib.loads(text))
+    text = re.sub(r'(?m)^content_hash = ".*"$', f'content_hash = "{content_hash}"', text)
+    (tmp_path / "cropnoflip.toml").write_text(text)
+    protocol = load_protocol(tmp_path / "cropnoflip.toml")
+    spec = RunSpec(
+        protocol=str(protocol.path),
+        protocol_version=protocol.version,
+        protocol_hash=protocol.content_hash,
+        loss="ce",
+        backbone="resnet20",
+        dataset="cifar10",
+        seed=0,
+    )
+    with pytest.raises(ProtocolError, match="crop without flip"):
+        run(spec, tmp_path / "run", data_root)
+
+
+def test_bad_device_is_a_usage_error(tmp_path: Path, data_root: Path) -> None:
+    with pytest.raises(UsageError, match="invalid device"):
+        train(make_spec(), tmp_path, device="tpu:x", data_root=data_root, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            train(make_spec(), tmp_path, device="cuda", data_root=data_root, progress=False)
+
+
+def test_entry_point_trains_resnet20_on_2000_images(tmp_path: Path) -> None:
+    """The issue's done-when: 2,000 images of the real npz, one epoch on CPU, loadable checkpoint."""
+    if not CIFAR10_NPZ.exists():
+        pytest.skip(f"real CIFAR-10 npz not found at {CIFAR10_NPZ}")
+    spec = make_spec(epochs=1, train_subset=2000, batch_size=128)
+    result = train(spec, tmp_path, device="cpu", data_root=CIFAR10_NPZ.parent, progress=False)
+    assert result.status == "completed" and len(result.dataset.train) == 2000
+    state = torch.load(result.checkpoint, weights_only=True)
+    from calibench.registry import create_backbone
+
+    model = create_backbone("resnet20", num_classes=10)
+    model.load_state_dict(state["model"])
+    assert state["epoch"] == 1 and state["spec"]["seed"] == 0

@@ -1,0 +1,288 @@
+"""Protocols: shipped files, validation errors, the content hash, overrides, LR schedule."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from calibench.errors import ProtocolError, UsageError
+from calibench.protocols import (
+    PROTOCOLS_ENV,
+    compute_content_hash,
+    list_protocols,
+    load_protocol,
+    protocol_dirs,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SHIPPED = ("fast", "smoke", "standard")
+
+
+def _raw(name: str) -> dict:
+    return tomllib.loads(load_protocol(name).path.read_text())
+
+
+def _write(path: Path, d: dict) -> Path:
+    """Write ``d`` as TOML (enough of TOML for protocol files)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines: list[str] = []
+
+    def table(prefix: str, t: dict) -> None:
+        if prefix:
+            lines.append(f"[{prefix}]")
+        for k, v in t.items():
+            if not isinstance(v, dict):
+                lines.append(f"{k} = {value(v)}")
+        for k, v in t.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", d)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _rehash(d: dict) -> dict:
+    d["content_hash"] = compute_content_hash(d)
+    return d
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_protocol_hash_is_right(name: str) -> None:
+    raw = _raw(name)
+    assert raw["content_hash"] == compute_content_hash(raw)
+    protocol = load_protocol(name)
+    assert protocol.name == name
+    assert protocol.label == f"{name}@v{protocol.version}"
+
+
+def test_list_protocols_finds_the_shipped_ones() -> None:
+    names = [p.name for p in list_protocols()]
+    assert set(SHIPPED) <= set(names)
+    assert names == sorted(names)
+
+
+def test_protocols_are_package_data_and_match_the_registry_folder(repo_root: Path) -> None:
+    packaged = resources.files("calibench") / "_protocols"
+    for name in SHIPPED:
+        in_package = (packaged / f"{name}.toml").read_bytes()
+        assert in_package == (repo_root / "registry" / "protocols" / f"{name}.toml").read_bytes()
+    pyproject = (repo_root / "pyproject.toml").read_text()
+    assert '"_protocols/*.toml"' in pyproject
+
+
+def test_standard_is_mukhoti_2020() -> None:
+    p = load_protocol("standard")
+    t = p.train
+    assert (t.epochs, t.batch_size) == (350, 128)
+    assert (t.optimizer.name, t.optimizer.lr, t.optimizer.momentum) == ("sgd", 0.1, 0.9)
+    assert t.optimizer.weight_decay == 5e-4
+    assert (t.schedule.name, t.schedule.milestones, t.schedule.gamma) == (
+        "multistep",
+        (150, 250),
+        0.1,
+    )
+    assert (t.augment.crop_padding, t.augment.flip) == (4, True)
+    assert (p.data.dataset, p.data.val_size, p.data.train_subset) == ("cifar10", 5000, 0)
+    assert p.eval.ece_bins == 15 and p.eval.temperature_scaling
+    assert "Mukhoti" in p.reference
+
+
+def test_fast_is_shorter_and_cited_smoke_is_small() -> None:
+    standard, fast, smoke = (load_protocol(n) for n in ("standard", "fast", "smoke"))
+    assert fast.train.epochs < standard.train.epochs
+    assert "Loshchilov" in fast.reference and "regime" in fast.description
+    assert smoke.train.epochs <= 2 and 0 < smoke.data.train_subset <= 5000
+    assert 0 < smoke.eval.max_images <= 2000
+    assert "svhn" not in smoke.eval.ood  # no download needed
+
+
+def test_hash_ignores_spelling_but_not_meaning() -> None:
+    d = _raw("standard")
+    h = compute_content_hash(d)
+    reordered = dict(reversed(list(d.items())))
+    assert compute_content_hash(reordered) == h
+    spelled = copy.deepcopy(d)
+    spelled["train"]["grad_clip"] = 0  # int where a float is expected
+    assert compute_content_hash(spelled) == h
+    changed = copy.deepcopy(d)
+    changed["train"]["optimizer"]["weight_decay"] = 1e-4
+    assert compute_content_hash(changed) != h
+    bumped = copy.deepcopy(d)
+    bumped["version"] += 1
+    assert compute_content_hash(bumped) != h
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    epochs=st.integers(1, 10_000),
+    lr=st.floats(1e-6, 10.0, allow_nan=False),
+    wd=st.floats(0.0, 1e-2, allow_nan=False),
+)
+def test_hash_is_a_function_of_content(epochs: int, lr: float, wd: float) -> None:
+    d = _raw("standard")
+    d["train"]["epochs"] = epochs
+    d["train"]["optimizer"]["lr"] = lr
+    d["train"]["optimizer"]["weight_decay"] = wd
+    h = compute_content_hash(d)
+    assert h == compute_content_hash(copy.deepcopy(d))
+    assert h.startswith("sha256:") and len(h) == len("sha256:") + 64
+    other = copy.deepcopy(d)
+    other["train"]["epochs"] = epochs + 1
+    assert compute_content_hash(other) != h
+
+
+def test_content_changed_without_version_bump_is_refused(tmp_path: Path) -> None:
+    d = _raw("standard")
+    d["train"]["epochs"] = 300
+    path = _write(tmp_path / "standard.toml", d)
+    new_hash = compute_content_hash(d)
+    with pytest.raises(ProtocolError, match="bump the version") as err:
+        load_protocol(path)
+    assert new_hash in str(err.value) and str(path) in str(err.value)
+    d["version"] = 2
+    _write(path, _rehash(d))
+    assert load_protocol(path).version == 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["train"]["optimizer"].update(lrr=0.1), r"unknown key 'train\.optimizer\.lrr'.*did you mean 'lr'"),
+        (lambda d: d.update(extra=1), "unknown key 'extra'"),
+        (lambda d: d["train"].update(epochs="350"), r"'train\.epochs' must be an integer, got '350'"),
+        (lambda d: d["train"].update(epochs=1.5), r"'train\.epochs' must be an integer"),
+        (lambda d: d["train"]["optimizer"].update(nesterov=1), r"nesterov' must be true or false"),
+        (lambda d: d["train"].update(precision="fp16"), r"precision' must be one of bf16, fp32"),
+        (lambda d: d["train"].update(epochs=0), r"'train\.epochs' must be >= 1"),
+        (lambda d: d["train"]["optimizer"].update(lr=-0.1), r"lr' must be > 0"),
+        (lambda d: d["train"]["schedule"].update(milestones=[250, 150]), "strictly increasing"),
+        (lambda d: d["train"]["schedule"].update(name="step"), "must be one of multistep, cosine"),
+        (lambda d: d["train"]["schedule"].update(name="cosine"), "only applies to schedule 'multistep'"),
+        (lambda d: d["eval"].pop("ece_bins"), r"missing key\(s\) eval\.ece_bins"),
+        (lambda d: d.update(data=3), r"'data' must be a table"),
+        (lambda d: d["eval"].update(ood=["svhn", "svhn"]), "distinct"),
+        (lambda d: d["train"]["schedule"].update(warmup_epochs=400), "smaller than 'train.epochs'"),
+        (lambda d: d["train"]["optimizer"].update(momentum=0.0, nesterov=True), "nesterov"),
+    ],
+)  # fmt: skip
+def test_bad_content_gives_a_clear_error(tmp_path: Path, edit, message: str) -> None:
+    d = _raw("standard")
+    edit(d)
+    path = _write(tmp_path / "bad.toml", d)
+    with pytest.raises(ProtocolError, match=message):
+        load_protocol(path)
+
+
+def test_unreadable_files_and_unknown_names(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text("name = [unclosed\n")
+    with pytest.raises(ProtocolError, match="not valid TOML"):
+        load_protocol(bad)
+    with pytest.raises(ProtocolError, match="does not exist"):
+        load_protocol(tmp_path / "missing.toml")
+    with pytest.raises(ProtocolError, match="Did you mean: standard"):
+        load_protocol("standrad")
+    with pytest.raises(ProtocolError, match="invalid protocol name"):
+        load_protocol("Bad Name")
+    assert isinstance(ProtocolError("x"), UsageError)
+
+
+def test_user_protocol_dir_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _raw("smoke")
+    d["name"] = "mine"
+    _write(tmp_path / "mine.toml", _rehash(d))
+    d2 = _raw("smoke")
+    d2["name"] = "other"
+    _write(tmp_path / "misnamed.toml", _rehash(d2))
+    monkeypatch.setenv(PROTOCOLS_ENV, str(tmp_path))
+    assert protocol_dirs()[0] == tmp_path
+    assert load_protocol("mine").train == load_protocol("smoke").train
+    with pytest.raises(ProtocolError, match="must match the file name"):
+        load_protocol("misnamed")
+
+
+def test_overrides_record_only_real_deviations() -> None:
+    p = load_protocol("standard")
+    same, deviations = p.with_overrides(epochs=350, batch_size=None)
+    assert same == p and deviations == {}
+    q, deviations = p.with_overrides(epochs=2, train_subset=2000, lr=0.05, batch_size=128)
+    assert deviations == {"epochs": 2, "lr": 0.05, "train_subset": 2000}
+    assert (q.train.epochs, q.data.train_subset, q.train.optimizer.lr) == (2, 2000, 0.05)
+    assert (q.name, q.version, q.content_hash) == (p.name, p.version, p.content_hash)
+    assert q.train.schedule == p.train.schedule
+    again, deviations_again = p.with_overrides(**deviations)
+    assert again == q and deviations_again == deviations
+    _, d = p.with_overrides(lr=1)  # an int where a float is expected becomes a float
+    assert d == {"lr": 1.0} and isinstance(d["lr"], float)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"epochs": 0}, r"'train\.epochs' must be >= 1"),
+        ({"batch_size": "128"}, r"'train\.batch_size' must be an integer"),
+        ({"precision": "fp16"}, "must be one of bf16, fp32"),
+        ({"train_subset": -1}, r"train_subset' must be >= 0"),
+    ],
+)
+def test_bad_overrides_are_refused(overrides: dict, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        load_protocol("standard").with_overrides(**overrides)
+
+
+def _torch_lrs(make, epochs: int) -> list[float]:
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = make(opt)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_multistep_factor_matches_torch_multisteplr() -> None:
+    s = load_protocol("standard").train.schedule
+    ours = [s.lr_factor(e, 350) for e in range(350)]
+    ref = _torch_lrs(
+        lambda o: torch.optim.lr_scheduler.MultiStepLR(o, milestones=[150, 250], gamma=0.1), 350
+    )
+    assert ours == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("epochs", [2, 7, 200])
+def test_cosine_factor_matches_torch_cosineannealinglr(epochs: int) -> None:
+    s = load_protocol("fast").train.schedule
+    ours = [s.lr_factor(e, epochs) for e in range(epochs)]
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=epochs), epochs)
+    assert ours == pytest.approx(ref, rel=1e-6, abs=1e-12)
+
+
+def test_warmup_is_linear_then_the_schedule(tmp_path: Path) -> None:
+    d = _raw("fast")
+    d["train"]["schedule"]["warmup_epochs"] = 5
+    s = load_protocol(_write(tmp_path / "w.toml", _rehash(d))).train.schedule
+    assert [s.lr_factor(e, 200) for e in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert s.lr_factor(5, 200) == 1.0
+    assert s.lr_factor(199, 200) < 1e-3
