@@ -61,7 +61,7 @@ def test_missing_required_parameter(widgets: Registry) -> None:
     def make_h(size: int) -> int:
         return size
 
-    with pytest.raises(UnknownParameterError, match="needs parameter.*size"):
+    with pytest.raises(UnknownParameterError, match=r"needs parameter.*size"):
         widgets.create("h")
     assert widgets.create("h", size=2) == 2
 

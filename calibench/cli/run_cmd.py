@@ -92,6 +92,9 @@ def run_cmd(
         min=1,
         help="torch CPU threads per run (CPU results are reproducible for a fixed count).",
     ),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile the model (CUDA; slower start, faster steps)."
+    ),
     live: bool = typer.Option(True, "--live/--no-live", help="Rich live progress view."),
 ) -> None:
     """Run the benchmark sweep: every loss × backbone × dataset × seed, skipping finished runs."""
@@ -133,6 +136,7 @@ def run_cmd(
         device.value,
         None if root is None else str(root),
         retry_diverged=retry_diverged,
+        compile=compile_model,
         threads=cpu_threads,
     )
     if executor is ExecutorName.ray:
