@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from calibench.atomic import atomic_write
+
 __all__ = ["ood_histogram", "reliability_diagram"]
 
 
@@ -26,12 +28,7 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", bbox_inches="tight"))
 
 
 def reliability_diagram(

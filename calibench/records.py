@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata, resources
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from calibench.atomic import atomic_write, atomic_write_bytes
 from calibench.errors import RecordError, UsageError
 from calibench.spec import RunSpec
 
@@ -61,7 +61,6 @@ RECORD_FILENAME = "record.json"
 PREDICTIONS_FILENAME = "test_predictions.npz"
 STATUSES = ("completed", "diverged", "failed")
 MAX_RECORD_BYTES = 16 * 2**20
-FILE_MODE = 0o644
 
 #: Written into a record when the evaluator does not pass its own ``conventions``.
 DEFAULT_CONVENTIONS: dict[str, Any] = {
@@ -317,41 +316,6 @@ def record_path(results_dir: str | os.PathLike[str], spec: RunSpec) -> Path:
     return Path(results_dir) / spec.protocol / spec.run_id() / RECORD_FILENAME
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _make_readable(fh.fileno())
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _make_readable(fd: int) -> None:
-    """mkstemp creates files 0600; records and predictions are meant to be shared."""
-    if hasattr(os, "fchmod"):
-        os.fchmod(fd, FILE_MODE)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported (Windows) or not permitted: the rename itself is atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
     """Validate ``record`` and write it atomically; ``path`` is a ``.json`` file or a run folder.
 
@@ -368,7 +332,7 @@ def write_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
     record = _clean(record, "record")
     validate_record(record, target)
     payload = json.dumps(record, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    _atomic_write_bytes(target, payload.encode("utf-8"))
+    atomic_write_bytes(target, payload.encode("utf-8"))
     return target
 
 
@@ -507,21 +471,12 @@ def save_predictions(run_dir: str | os.PathLike[str], logits: Any, labels: Any) 
             f"{labels_np.shape}"
         )
     target = Path(run_dir) / PREDICTIONS_FILENAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _make_readable(fh.fileno())
-            np.savez_compressed(
-                fh, logits=logits_np.astype(np.float16), labels=labels_np.astype(np.int64)
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+    atomic_write(
+        target,
+        lambda fh: np.savez_compressed(
+            fh, logits=logits_np.astype(np.float16), labels=labels_np.astype(np.int64)
+        ),
+    )
     return PREDICTIONS_FILENAME
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from calibench.atomic import atomic_write
 from calibench.errors import CalibenchError
 
 __all__ = [
@@ -80,19 +80,6 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on this platform (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(directory: Path, epoch: int, state: dict[str, Any], *, keep: int = 2) -> Path:
     """Atomically write ``state`` as the checkpoint of ``epoch``; keep only the newest ``keep``.
 
@@ -106,18 +93,7 @@ def save_checkpoint(directory: Path, epoch: int, state: dict[str, Any], *, keep:
     if missing:
         raise CheckpointError(f"checkpoint state lacks field(s) {', '.join(missing)}")
     final = checkpoint_path(directory, epoch)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{final.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+    atomic_write(final, lambda f: torch.save(state, f))
     for _, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return final

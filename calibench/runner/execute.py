@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from calibench.atomic import atomic_write_json
 from calibench.runner import layout
 from calibench.spec import RunSpec
 
@@ -126,7 +127,7 @@ class ProgressWriter:
         self._last_write = time.monotonic()
         payload = {**self.state, "eta_s": self.eta_seconds(), "updated": time.time()}
         with contextlib.suppress(OSError):  # progress is best effort; never fail a run over it
-            layout.atomic_write_json(self.path, payload)
+            atomic_write_json(self.path, payload)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -204,7 +205,7 @@ def _execute_locked(
     compile: bool,
 ) -> RunOutcome:
     resumed = layout.has_checkpoint(directory)
-    layout.atomic_write_json(directory / layout.SPEC, spec.to_dict())
+    atomic_write_json(directory / layout.SPEC, spec.to_dict())
     _log_attempt(directory, event="start", resumed=resumed, device=device)
     progress = ProgressWriter(directory, spec)
     progress.write()
