@@ -3,14 +3,14 @@
 ``build_leaderboard(results_dir or records, protocol=..., sort="ece", n_boot=1000)`` groups runs
 into rows (:mod:`.aggregate`), with bootstrap CIs and an adjacent-rank significance mark
 (:mod:`.significance`); :func:`render` writes md / csv / json / latex / html (:mod:`.render`,
-:mod:`.html`); :func:`publish` writes ``leaderboards/<protocol>/v<N>/`` (:mod:`.publish`).
+:mod:`.html`); :func:`publish` writes ``leaderboards/<protocol>/v<N>/`` (:mod:`.versions`).
 """
 
 from __future__ import annotations
 
 from calibench.leaderboard.aggregate import Leaderboard, MetricColumn, build_leaderboard
-from calibench.leaderboard.publish import PublishError, PublishResult, publish
 from calibench.leaderboard.render import FORMATS, render, render_terminal
+from calibench.leaderboard.versions import PublishError, PublishResult, publish
 
 __all__ = [
     "FORMATS",
