@@ -30,3 +30,15 @@ def cifar10_npz() -> Path:
 @pytest.fixture(scope="session")
 def shared_data_dir(cifar10_npz: Path) -> Path:
     return cifar10_npz.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_dataset_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may touch the network: every dataset downloader fails at once."""
+    from calibench.data import sources
+
+    def no_network(root: Path) -> None:
+        raise ConnectionError("network access is disabled in tests")
+
+    for name in list(sources.DOWNLOADERS):
+        monkeypatch.setitem(sources.DOWNLOADERS, name, no_network)

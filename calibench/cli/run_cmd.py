@@ -130,6 +130,12 @@ def run_cmd(
             "to run it here anyway"
         )
     from calibench.runner.executors.base import RunJob
+    from calibench.runner.plan import check_data_available, will_run
+
+    pending = [p.spec for p in plan if will_run(p, retry_diverged=retry_diverged)]
+    if pending and executor is ExecutorName.local:
+        # Cluster workers may see other files than this machine: they check data themselves.
+        check_data_available(pending, root)
 
     job = RunJob(
         str(results_dir),

@@ -103,3 +103,18 @@ def plan_table(plan: Sequence[PlannedRun], *, retry_diverged: bool = False) -> A
             action,
         )
     return table
+
+
+def check_data_available(specs: Sequence[RunSpec], data_root: str | Path | None) -> None:
+    """Load every dataset and OOD set ``specs`` need once, before any run starts.
+
+    Missing data then fails the whole command with one :class:`~calibench.errors.DataNotFoundError`
+    that names the files looked for, instead of one ``failed`` record per run. A download, where
+    allowed, happens here once.
+    """
+    from calibench.registry import create_dataset, create_ood
+
+    for name in sorted({s.dataset for s in specs}):
+        create_dataset(name, root=data_root)
+    for name in sorted({o for s in specs for o in s.ood}):
+        create_ood(name, root=data_root)

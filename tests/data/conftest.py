@@ -31,15 +31,8 @@ def writers() -> ModuleType:
 
 @pytest.fixture(autouse=True)
 def _isolated_data_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test reads the user's data folder or downloads: an empty CALIBENCH_DATA, no downloaders."""
+    """No test reads the user's data folder (downloads are off suite-wide: tests/conftest.py)."""
     monkeypatch.setenv("CALIBENCH_DATA", str(tmp_path / "env-data-root"))
-    from calibench.data import sources
-
-    def no_network(root: Path) -> None:
-        raise ConnectionError("network access is disabled in tests")
-
-    for name in list(sources.DOWNLOADERS):
-        monkeypatch.setitem(sources.DOWNLOADERS, name, no_network)
 
 
 @pytest.fixture(scope="session")

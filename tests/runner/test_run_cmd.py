@@ -63,12 +63,30 @@ def test_cpu_machine_gets_a_pointer_to_the_smoke_protocol(tmp_path, capsys, monk
     assert "--protocol smoke" in capsys.readouterr().err
 
 
-def test_failed_run_makes_the_exit_code_non_zero(tmp_path, capsys, monkeypatch) -> None:
+def test_failed_run_makes_the_exit_code_non_zero(
+    tmp_path, capsys, monkeypatch, shared_data_dir
+) -> None:
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(engine, "train_and_record", boom)
     args = [*ARGS, "--losses", "ce", "--seeds", "0", "--results", str(tmp_path), "--no-live"]
+    args += ["--data-root", str(shared_data_dir)]
     assert main(args) == 1
     out = capsys.readouterr().out
     assert "0 completed, 0 skipped, 0 diverged, 1 failed" in out and "boom" in out
+
+
+def test_missing_data_fails_once_before_any_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(LocalExecutor, "run", lambda *a: pytest.fail("training started"))
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    results = tmp_path / "results"
+    args = [*ARGS, "--losses", "ce,focal", "--device", "cpu", "--no-live"]
+    code = main([*args, "--data-root", str(empty), "--results", str(results)])
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: dataset 'cifar10' not found")
+    assert str(empty / "cifar10.npz") in lines[0]
+    assert not results.exists(), "no run folder or failed record is written"
