@@ -1,9 +1,10 @@
-"""The training engine: checkpoints, progress reporting and the resumable trainer."""
+"""The training engine: checkpoints, progress reporting, the training step and the resumable trainer."""
 
 from __future__ import annotations
 
 from calibench.engine.checkpoint import CheckpointError, CorruptCheckpointWarning
 from calibench.engine.progress import NullProgress, RichProgress, TrainProgress
+from calibench.engine.step import TrainStep, make_train_step
 from calibench.engine.trainer import TrainResult, train
 
 __all__ = [
@@ -13,5 +14,7 @@ __all__ = [
     "RichProgress",
     "TrainProgress",
     "TrainResult",
+    "TrainStep",
+    "make_train_step",
     "train",
 ]

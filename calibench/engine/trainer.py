@@ -3,7 +3,8 @@
 ``train(spec, run_dir)`` builds the effective protocol (the named protocol with the spec's
 deviations), the dataset (with its seeded stratified val split and, if asked, a class-stratified
 train subset), the backbone, the loss and SGD with a per-epoch LR schedule, then trains with the
-device-resident :class:`~calibench.data.pipeline.DeviceLoader`.
+device-resident :class:`~calibench.data.pipeline.DeviceLoader`. Each step is a
+:class:`calibench.engine.step.TrainStep`, the same unit the speed benchmarks time.
 
 Device settings, chosen deliberately and restored when ``train`` returns:
 
@@ -33,8 +34,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from calibench.engine.checkpoint import (
     save_checkpoint,
 )
 from calibench.engine.progress import RichProgress, notify
+from calibench.engine.step import backend_flags, make_sgd, make_train_step, precision_for
 from calibench.errors import ProtocolError, UsageError
 from calibench.losses.base import CalibrationLoss
 from calibench.protocols import OVERRIDES, Protocol, load_protocol
@@ -134,31 +134,6 @@ def effective_protocol(spec: RunSpec) -> Protocol:
     return protocol
 
 
-@contextmanager
-def _backend_flags(device: torch.device) -> Iterator[None]:
-    saved = (
-        torch.backends.cudnn.benchmark,
-        torch.backends.cudnn.allow_tf32,
-        torch.get_float32_matmul_precision(),
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.set_float32_matmul_precision("high")
-        torch.use_deterministic_algorithms(False)
-    else:
-        torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = saved[0]
-        torch.backends.cudnn.allow_tf32 = saved[1]
-        torch.set_float32_matmul_precision(saved[2])
-        torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
@@ -187,14 +162,13 @@ def _augment_args(protocol: Protocol) -> dict[str, Any]:
 
 def _make_optimizer(model: nn.Module, protocol: Protocol, device: torch.device) -> torch.optim.SGD:
     opt = protocol.train.optimizer
-    impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.SGD(
-        model.parameters(),
+    return make_sgd(
+        model,
         lr=opt.lr,
         momentum=opt.momentum,
         nesterov=opt.nesterov,
         weight_decay=opt.weight_decay,
-        **impl,
+        device=device,
     )
 
 
@@ -253,8 +227,7 @@ def train(
         reporter = None
     else:
         reporter = progress
-    use_bf16 = dev.type == "cuda" and protocol.train.precision == "bf16"
-    precision = "bf16" if use_bf16 else "fp32"
+    precision = precision_for(dev, protocol.train.precision)
 
     augment = _augment_args(protocol)
     dataset = _build_dataset(spec, protocol, data_root)
@@ -276,7 +249,7 @@ def train(
             f"{protocol.train.batch_size}; lower the batch size or use more images"
         )
 
-    with _backend_flags(dev):
+    with backend_flags(dev):
         _seed_everything(spec.seed)
         model = create_backbone(spec.backbone, num_classes=dataset.num_classes)
         model = model.to(dev, memory_format=torch.channels_last)
@@ -305,9 +278,15 @@ def train(
             start = state["epoch"]
             seconds_before = float(state.get("train_seconds_total", 0.0))
 
-        step_model = torch.compile(model) if compile else model
-        params = [p for p in model.parameters() if p.requires_grad]
-        clip = protocol.train.grad_clip
+        train_step = make_train_step(
+            model,
+            criterion,
+            optimizer,
+            device=dev,
+            precision=precision,
+            grad_clip=protocol.train.grad_clip,
+            compile=compile,
+        )
         status, epoch, diverged_loss = "completed", max(start, epochs), None
         seconds = 0.0
         images = 0
@@ -323,15 +302,7 @@ def train(
                 loss_sum = torch.zeros((), device=dev)
                 t0 = time.perf_counter()
                 for step, (x, y) in enumerate(loader, 1):
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        logits = step_model(x)
-                        loss = criterion(logits, y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if clip > 0:
-                        torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-                    optimizer.step()
-                    loss_sum += loss.detach().float()
+                    loss_sum += train_step(x, y)
                     notify(reporter, "on_step", e + 1, step, steps)
                 mean_loss = float(loss_sum) / steps  # the one host sync of the epoch
                 dt = time.perf_counter() - t0

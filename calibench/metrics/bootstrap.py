@@ -50,12 +50,16 @@ def _counts(idx: Tensor, n: int) -> Tensor:
     return counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
 
 
-def _fast_equal_width(conf: Tensor, correct: Tensor, counts: Tensor, n_bins: int) -> Tensor:
-    """Equal-width L1 ECE of every resample; ``counts (B, N)`` says how often each sample is drawn."""
+def _equal_width_terms(conf: Tensor, correct: Tensor, n_bins: int) -> Tensor:
+    """``(N, M + 1)``: sample ``j``'s residual ``correct - conf`` in the column of its bin."""
     bins = torch.bucketize(conf.contiguous(), bin_edges(n_bins), right=True) - 1
     onehot = torch.nn.functional.one_hot(bins, n_bins + 1).double()
-    gap = counts @ (onehot * (correct - conf)[:, None])
-    return gap.abs().sum(dim=1) / conf.numel()
+    return onehot * (correct - conf)[:, None]
+
+
+def _fast_equal_width(terms: Tensor, counts: Tensor) -> Tensor:
+    """Equal-width L1 ECE of every resample; ``counts (B, N)`` says how often each sample is drawn."""
+    return (counts @ terms).abs().sum(dim=1) / terms.shape[0]
 
 
 def _fast_equal_mass(conf: Tensor, correct: Tensor, counts: Tensor, n_bins: int) -> Tensor:
@@ -81,25 +85,32 @@ def _fast_equal_mass(conf: Tensor, correct: Tensor, counts: Tensor, n_bins: int)
     return (at[:, 1:] - at[:, :-1]).abs().sum(dim=1) / n
 
 
-def _fast_metric(name: str, probs: Tensor, labels: Tensor, idx: Tensor, n_bins: int) -> Tensor:
+def _fast_metrics(
+    names: Sequence[str], probs: Tensor, labels: Tensor, idx: Tensor, n_bins: int
+) -> dict[str, Tensor]:
+    """Each named metric on every resample; one resample-count matrix per chunk serves them all."""
     conf, correct = top_label(probs, labels)
     n = conf.numel()
-    values = []
+    # Per-sample terms whose count-weighted sum (divided by N) is the metric of a resample.
+    linear: dict[str, Tensor] = {}
+    if "acc" in names:
+        linear["acc"] = correct
+    if "nll" in names:
+        linear["nll"] = -probs.gather(1, labels[:, None]).squeeze(1).clamp_min(NLL_FLOOR).log()
+    if "brier" in names:
+        onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
+        linear["brier"] = (probs - onehot).square().sum(dim=1)
+    terms = _equal_width_terms(conf, correct, n_bins) if "ece" in names else None
+    values: dict[str, list[Tensor]] = {m: [] for m in names}
     for chunk in idx.split(_CHUNK):
         counts = _counts(chunk, n)
-        if name == "acc":
-            values.append(counts @ correct / n)
-        elif name == "ece":
-            values.append(_fast_equal_width(conf, correct, counts, n_bins))
-        elif name == "adaece":
-            values.append(_fast_equal_mass(conf, correct, counts, n_bins))
-        elif name == "nll":
-            p_true = probs.gather(1, labels[:, None]).squeeze(1)
-            values.append(counts @ -p_true.clamp_min(NLL_FLOOR).log() / n)
-        else:  # brier
-            onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
-            values.append(counts @ (probs - onehot).square().sum(dim=1) / n)
-    return torch.cat(values)
+        for m, per_sample in linear.items():
+            values[m].append(counts @ per_sample / n)
+        if terms is not None:
+            values["ece"].append(_fast_equal_width(terms, counts))
+        if "adaece" in names:
+            values["adaece"].append(_fast_equal_mass(conf, correct, counts, n_bins))
+    return {m: torch.cat(values[m]) for m in names}
 
 
 def bootstrap_distribution(
@@ -142,7 +153,7 @@ def bootstrap_distribution(
         )
     check_n_bins(n_bins)
     probs, labels = check_probs_labels(logits_or_probs, labels)
-    return {m: _fast_metric(m, probs, labels, idx, n_bins) for m in names}
+    return _fast_metrics(names, probs, labels, idx, n_bins)
 
 
 def bootstrap_ci(

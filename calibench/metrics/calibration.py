@@ -15,7 +15,9 @@ torch-uncertainty; calibench only fixes their bin edges:
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -187,16 +189,62 @@ def smooth_ece(conf: Tensor, correct: Tensor) -> float:
     ``SmoothCalibrationError(kernel_type="reflected", bandwidth="auto")`` (the reflected kernel is
     the one of the paper and of its reference package ``relplot``; torch-uncertainty's default is
     a logit-space kernel), fed the confidences as a binary problem so that no softmax is applied.
-    """
-    from torch_uncertainty.metrics.classification.calibration.smooth_calibration_error import (
-        SmoothCalibrationError,
-    )
 
-    metric = SmoothCalibrationError(kernel_type="reflected", bandwidth="auto")
+    The kernel smoothing is torch-uncertainty's, except that its convolution (a direct
+    ``conv1d`` whose kernel spans the whole grid of ``~10 / sigma`` points, about 1 s per call
+    on CPU for a well-calibrated model) is done by FFT in float64: same values up to float32
+    rounding, in milliseconds.
+    """
+    metric = _smooth_ece_metric()
     conf32, correct32 = conf.float(), correct.float()
     return float(
         metric._compute_smooth_ece(conf32, correct32, metric._search_bandwidth(conf32, correct32))
     )
+
+
+def _fft_reflected_convolve(values: Tensor, kernel: Tensor) -> Tensor:
+    """torch-uncertainty's ``ReflectedGaussianKernel.convolve`` (reflect the grid at both ends,
+    'valid' cross-correlation with the odd-length kernel, keep the central ``n`` points) by FFT."""
+    n = values.numel()
+    flipped = torch.flip(values, dims=[0])
+    extended = torch.cat([flipped[:-1], values, flipped[1:]]).double()
+    size = extended.numel() + n - 1
+    spectrum = torch.fft.rfft(extended, size) * torch.fft.rfft(
+        torch.flip(kernel.double(), [0]), size
+    )
+    full = torch.fft.irfft(spectrum, size)
+    start = n - 1 + n // 2
+    return full[start : start + n].to(values.dtype)
+
+
+def _smooth_ece_metric() -> Any:
+    return _fft_smooth_ece_class()(kernel_type="reflected", bandwidth="auto")
+
+
+@functools.cache
+def _fft_smooth_ece_class() -> type:
+    from torch_uncertainty.metrics.classification.calibration.smooth_calibration_error import (
+        SmoothCalibrationError,
+    )
+    from torch_uncertainty.metrics.classification.calibration.smooth_calibration_kernels import (
+        ReflectedGaussianKernel,
+    )
+
+    class FFTReflectedGaussianKernel(ReflectedGaussianKernel):
+        def convolve(self, values: Tensor, num_eval_points: int) -> Tensor:
+            return _fft_reflected_convolve(values, self.kernel_ev(num_eval_points, values.device))
+
+    class FFTSmoothCalibrationError(SmoothCalibrationError):
+        """``SmoothCalibrationError(kernel_type="reflected")`` with the FFT convolution."""
+
+        def _compute_smooth_ece(self, conf: Tensor, acc: Tensor, bandwidth: float) -> Tensor:
+            t = torch.linspace(0, 1, max(int(10 / bandwidth), self.mesh_pts), device=conf.device)
+            ys, dens = FFTReflectedGaussianKernel(bandwidth).smooth(conf, conf - acc, t)
+            ys, dens = ys.float(), dens.float()
+            rs = torch.where(dens > 1e-8, ys.abs(), torch.zeros_like(ys))
+            return torch.sum(rs * dens) / (dens.sum() + 1e-8)
+
+    return FFTSmoothCalibrationError
 
 
 def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[str, float]:

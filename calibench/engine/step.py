@@ -1,0 +1,167 @@
+"""The training step that :func:`calibench.engine.trainer.train` runs, as a reusable unit.
+
+:class:`TrainStep` is one SGD step on a device batch: forward (bf16 autocast when asked),
+loss, ``zero_grad(set_to_none=True)``, backward, optional gradient-norm clipping (foreach),
+optimizer step. It never syncs with the host: it returns the detached float32 loss on the device.
+``train()`` and the speed benchmarks (``benchmarks/train_throughput.py``) call this same object,
+so what the benchmarks time is the trainer's code, not a copy.
+
+:func:`make_sgd` builds the trainer's optimizer (fused SGD on CUDA, ``foreach`` on CPU) and
+:func:`backend_flags` sets the trainer's device flags (CUDA: ``cudnn.benchmark``, TF32; CPU:
+deterministic algorithms) and restores them on exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from calibench.errors import UsageError
+
+__all__ = [
+    "PRECISIONS",
+    "TrainStep",
+    "backend_flags",
+    "make_sgd",
+    "make_train_step",
+    "precision_for",
+]
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+
+def precision_for(device: torch.device | str, requested: str) -> str:
+    """The precision actually used: ``"bf16"`` only on CUDA when requested, else ``"fp32"``.
+
+    CPU bf16 autocast is slow and not what a protocol's ``bf16`` means, so CPU always trains in
+    float32 (the trainer records the precision used).
+    """
+    if requested not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    return "bf16" if torch.device(device).type == "cuda" and requested == "bf16" else "fp32"
+
+
+def make_sgd(
+    model: nn.Module,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool,
+    device: torch.device | str,
+) -> torch.optim.SGD:
+    """SGD over ``model``'s parameters: the fused kernel on CUDA, the ``foreach`` one on CPU."""
+    impl = {"fused": True} if torch.device(device).type == "cuda" else {"foreach": True}
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        **impl,
+    )
+
+
+@contextmanager
+def backend_flags(device: torch.device | str) -> Iterator[None]:
+    """The trainer's backend flags for ``device`` inside the block, the previous ones after.
+
+    CUDA: ``cudnn.benchmark = True`` (input shapes are fixed), TF32 for convolutions and
+    float32 matmuls (``set_float32_matmul_precision("high")``), non-deterministic algorithms.
+    CPU: ``torch.use_deterministic_algorithms(True)``.
+    """
+    saved = (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+        torch.use_deterministic_algorithms(False)
+    else:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved[0]
+        torch.backends.cudnn.allow_tf32 = saved[1]
+        torch.set_float32_matmul_precision(saved[2])
+        torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
+
+
+class TrainStep:
+    """One training step of ``model`` on a batch; call it as ``step(x, y) -> loss``.
+
+    ``model`` is the plain module (kept as ``.model``); with ``compile=True`` the forward goes
+    through ``torch.compile(model)`` (``.forward_module``), built once here. ``precision``
+    ``"bf16"`` runs forward and loss under ``torch.autocast(device_type, bfloat16)``; parameters,
+    gradients and optimizer state stay float32. ``grad_clip > 0`` clips the global gradient
+    L2 norm of the trainable parameters to that value before the optimizer step.
+    The returned loss is ``loss.detach().float()``, still on the device (no host sync).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: torch.device | str,
+        precision: str = "fp32",
+        grad_clip: float = 0.0,
+        compile: bool = False,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if not grad_clip >= 0:
+            raise UsageError(f"grad_clip must be >= 0 (0 turns clipping off), got {grad_clip!r}")
+        self.model = model
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.device = torch.device(device)
+        self.precision = precision
+        self.grad_clip = float(grad_clip)
+        self.compiled = bool(compile)
+        self.forward_module: nn.Module = torch.compile(model) if compile else model
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._bf16 = precision == "bf16"
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16):
+            logits = self.forward_module(x)
+            loss = self.criterion(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip, foreach=True)
+        self.optimizer.step()
+        return loss.detach().float()
+
+
+def make_train_step(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device | str,
+    precision: str = "fp32",
+    grad_clip: float = 0.0,
+    compile: bool = False,
+) -> TrainStep:
+    """A :class:`TrainStep`; see there for the arguments."""
+    return TrainStep(
+        model,
+        criterion,
+        optimizer,
+        device=device,
+        precision=precision,
+        grad_clip=grad_clip,
+        compile=compile,
+    )

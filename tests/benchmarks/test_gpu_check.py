@@ -1,0 +1,110 @@
+"""gpu_check.sh dry-run on CPU (GPU_CHECK_TINY=1), train_check.py and the summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import make_subset
+import pytest
+import summarize_gpu_check
+import train_check
+
+from calibench.errors import UsageError
+
+from .conftest import BENCHMARKS, REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def small_root(real_cifar10, tmp_path_factory):
+    root = tmp_path_factory.mktemp("subset")
+    make_subset.make_subset(real_cifar10, root / "cifar10.npz", n_train=5_400, n_test=200)
+    return root
+
+
+def test_train_check_trains_two_epochs_and_checks(small_root) -> None:
+    r = train_check.check(
+        data_root=small_root,
+        backbone="resnet20",
+        device="cpu",
+        train_subset=256,
+        batch_size=64,
+        eval_images=100,
+    )
+    assert set(r["checks"]) == {"completed", "loss_fell", "losses_finite", "metrics_finite"}
+    assert r["checks"]["completed"] and r["checks"]["losses_finite"]
+    assert r["checks"]["metrics_finite"]
+    assert r["ok"] == all(r["checks"].values())
+    assert r["checks"]["loss_fell"] == (r["history"][1] < r["history"][0])
+    assert len(r["history"]) == 2 and r["eval_sizes"] == {"val": 100, "test": 100, "ood": 100}
+
+
+def test_train_check_refuses_bad_input(tmp_path) -> None:
+    with pytest.raises(UsageError, match="make_subset"):
+        train_check.check(data_root=tmp_path, device="cpu")
+    (tmp_path / "cifar10.npz").touch()
+    with pytest.raises(UsageError, match="epochs"):
+        train_check.check(data_root=tmp_path, device="cpu", epochs=1)
+
+
+def test_summary_flags_failures_but_not_skips() -> None:
+    ok_entry = {"section": "train_throughput bs=128", "rc": 0, "seconds": 9, "result": {}}
+    skipped = {"section": "eval_throughput bs=512 compile", "rc": None, "skipped": "time budget"}
+    timed_out = {"section": "eval_throughput bs=128", "rc": 124, "seconds": 75, "result": None}
+    text, ok = summarize_gpu_check.summarize([ok_entry, skipped])
+    assert ok and "skipped (time budget)" in text
+    text, ok = summarize_gpu_check.summarize([ok_entry, timed_out])
+    assert not ok and "timed out" in text
+    bad_check = {"section": "train_check 2 epochs", "rc": 0, "result": {"ok": False}}
+    assert not summarize_gpu_check.summarize([bad_check])[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu(small_root, tmp_path) -> None:
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "GPU_CHECK_DEVICE": "cpu",
+        "GPU_CHECK_TINY": "1",
+        "GPU_CHECK_COMPILE": "0",
+        "GPU_CHECK_DATA_ROOT": str(small_root),
+        "PYTHON": sys.executable,
+    }
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.log", "results.jsonl", "summary.md"]
+    entries = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [e["section"] for e in entries] == [
+        "train_throughput bs=16",
+        "train_throughput bs=32",
+        "train_check 2 epochs",
+        "eval_throughput bs=16",
+        "eval_throughput bs=32",
+    ]
+    assert all(e["rc"] == 0 and e["result"] for e in entries)
+    assert entries[0]["result"]["backbone"] == "resnet20"
+    assert entries[2]["result"]["ok"] is True
+    assert "train_check 2 epochs" in (out / "summary.md").read_text()
+
+
+def test_gpu_check_needs_out() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "OUT" in proc.stderr
