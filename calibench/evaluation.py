@@ -29,6 +29,9 @@ from calibench.metrics import ood_scores as compute_ood_scores
 
 __all__ = ["CONVENTIONS", "Evaluation", "NonFiniteLogitsError", "evaluate", "predict_logits"]
 
+#: Largest inference batch on CPU (see :func:`predict_logits`).
+CPU_EVAL_BATCH = 128
+
 CONVENTIONS: dict[str, Any] = {
     "norm": "l1",
     "binning": "equal-width bins [k/M, (k+1)/M), last bin [(M-1)/M, 1] closed; adaece: M "
@@ -99,6 +102,10 @@ def predict_logits(
     from calibench.data.datasets import Split
     from calibench.data.pipeline import DeviceLoader
 
+    if torch.device(device).type == "cpu":
+        # CPU inference is ~3x faster at small batches (activations stay in cache), and in eval
+        # mode the batch size does not change the logits.
+        batch_size = min(batch_size, CPU_EVAL_BATCH)
     labels = torch.zeros(x.shape[0], dtype=torch.int64)
     loader = DeviceLoader(Split(x, labels), batch_size, device, mean, std, train=False)
     was_training = model.training
@@ -107,12 +114,12 @@ def predict_logits(
     try:
         with torch.inference_mode():
             for xb, _ in loader:
-                out.append(model(xb).float().cpu())
+                out.append(model(xb).float())
     finally:
         model.train(was_training)
     if not out:
         raise UsageError("cannot evaluate on an empty set of images")
-    return torch.cat(out)
+    return torch.cat(out).cpu()  # one device-to-host copy for the whole set
 
 
 def _probabilities(loss: nn.Module, logits: Tensor) -> Tensor:
