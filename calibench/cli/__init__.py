@@ -7,6 +7,7 @@ code 2 (usage) or 1 (a failed run or missing data); they never print a traceback
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -106,4 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CalibenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    except Exception as exc:
+        if os.environ.get("CALIBENCH_DEBUG"):
+            raise
+        typer.echo(
+            f"error: internal error {type(exc).__name__}: {exc} (a bug in calibench: please "
+            "report it; set CALIBENCH_DEBUG=1 to see the traceback)",
+            err=True,
+        )
+        return 1
     return rv if isinstance(rv, int) else 0

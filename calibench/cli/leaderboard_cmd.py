@@ -34,7 +34,16 @@ leaderboard_app = typer.Typer(
     invoke_without_command=True,
 )
 
-_RESULTS_HELP = "Results folder written by 'calibench run' (RESULTS/<protocol>/<run_id>/)."
+_RESULTS_HELP = (
+    "Results folder written by 'calibench run' (RESULTS/<protocol>/<run_id>/); "
+    "default: $CALIBENCH_RESULTS or ./results."
+)
+
+
+def _results_dir(results: Path | None) -> Path:
+    from calibench.runner.layout import default_results_dir
+
+    return results if results is not None else default_results_dir()
 
 
 def _warn_problems(board: object) -> None:
@@ -66,8 +75,7 @@ def leaderboard_cmd(
     """Show the leaderboard of the records under --results (mean ± std over seeds)."""
     if ctx.invoked_subcommand is not None:
         return
-    if results is None:
-        raise UsageError("missing --results DIR: the folder that 'calibench run' wrote records to")
+    results = _results_dir(results)
     if bootstrap < 0 or bootstrap == 1:
         raise UsageError(f"--bootstrap must be 0 (off) or at least 2, got {bootstrap}")
     from calibench.leaderboard import build_leaderboard, render, render_terminal
@@ -95,7 +103,7 @@ def leaderboard_cmd(
 
 @leaderboard_app.command("publish")
 def publish_cmd(
-    results: Path = typer.Option(..., "--results", "-r", help=_RESULTS_HELP),
+    results: Path = typer.Option(None, "--results", "-r", help=_RESULTS_HELP),
     protocol: str = typer.Option(
         None, "--protocol", "-p", help="Protocol to publish (needed when records hold several)."
     ),
@@ -119,7 +127,7 @@ def publish_cmd(
     from calibench.leaderboard import publish
 
     result = publish(
-        results,
+        _results_dir(results),
         protocol=protocol,
         root=root,
         n_boot=bootstrap,

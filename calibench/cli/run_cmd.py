@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from calibench.runner.executors.base import Executor, RunJob
     from calibench.runner.plan import PlannedRun
 
-DEFAULT_RESULTS = "results"
-
 
 class Device(str, Enum):
     auto = "auto"
@@ -101,6 +99,7 @@ def run_cmd(
     from rich.console import Console
 
     from calibench.protocols import load_protocol
+    from calibench.runner import layout
     from calibench.runner.plan import build_specs, plan_runs, plan_table
     from calibench.runner.selection import parse_losses, parse_names, parse_seeds
 
@@ -113,7 +112,7 @@ def run_cmd(
     datasets = parse_names(dataset or [proto.data.dataset], "datasets", "--dataset")
     ood_sets = parse_names(ood, "ood", "--ood") if ood is not None else list(proto.eval.ood)
     seed_list = parse_seeds(seeds)
-    results_dir = Path(results or os.environ.get("CALIBENCH_RESULTS") or DEFAULT_RESULTS)
+    results_dir = Path(results) if results is not None else layout.default_results_dir()
     root = data_root or os.environ.get("CALIBENCH_DATA")
 
     specs = build_specs(proto, loss_choices, backbones, datasets, seed_list, ood_sets, deviations)

@@ -10,6 +10,7 @@ train the same run; the OS releases it when the worker dies, even by SIGKILL).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,14 @@ CHECKPOINTS = "checkpoints"
 PROGRESS = "progress.json"
 LOGS = "logs"
 LOCK = ".lock"
+
+
+RESULTS_ENV = "CALIBENCH_RESULTS"
+
+
+def default_results_dir() -> Path:
+    """Where ``calibench run`` writes and ``calibench leaderboard`` reads: $CALIBENCH_RESULTS or ./results."""
+    return Path(os.environ.get(RESULTS_ENV) or "results")
 
 
 def run_dir(results: Path | str, spec: RunSpec) -> Path:

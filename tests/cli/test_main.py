@@ -65,3 +65,21 @@ def test_console_script_is_installed() -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: unknown kind 'lossez'")
     assert "Traceback" not in done.stderr
+
+
+def test_unexpected_error_is_one_line_unless_debugging(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calibench.cli import registry_cmds
+
+    def broken(kind: str) -> None:
+        raise RuntimeError("something deep broke")
+
+    monkeypatch.setattr(registry_cmds, "get_registry", broken)
+    monkeypatch.delenv("CALIBENCH_DEBUG", raising=False)
+    assert main(["list", "losses"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error RuntimeError: something deep broke" in err
+    monkeypatch.setenv("CALIBENCH_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="something deep broke"):
+        main(["list", "losses"])

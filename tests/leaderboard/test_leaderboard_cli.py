@@ -50,7 +50,6 @@ def test_usage_errors_are_one_line(make_run, tmp_path, capsys):
     make_run(loss="ce", seed=0, metrics=metrics(0.05))
     results = str(tmp_path / "results")
     cases = [
-        (["leaderboard"], "missing --results"),
         (["leaderboard", "-r", results, "--sort", "bogus"], "cannot sort by 'bogus'"),
         (["leaderboard", "-r", str(tmp_path / "nope")], "does not exist"),
         (["leaderboard", "-r", results, "-o", str(tmp_path / "x.xlsx")], "cannot tell the format"),
@@ -60,6 +59,18 @@ def test_usage_errors_are_one_line(make_run, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_results_default_is_the_one_calibench_run_writes(
+    make_run, tmp_path, capsys, monkeypatch
+) -> None:
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    monkeypatch.chdir(tmp_path)  # ./results, as 'calibench run' writes by default
+    assert main(["leaderboard", "-f", "csv", "--bootstrap", "0"]) == 0
+    assert "ce" in capsys.readouterr().out
+    monkeypatch.setenv("CALIBENCH_RESULTS", str(tmp_path / "elsewhere"))
+    assert main(["leaderboard", "--bootstrap", "0"]) == 2
+    assert "elsewhere" in capsys.readouterr().err
 
 
 def test_publish_command(make_run, tmp_path, capsys):
