@@ -83,3 +83,36 @@ def test_backend_flags_are_restored() -> None:
     with backend_flags("cpu"):
         assert torch.are_deterministic_algorithms_enabled()
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_gpu_path_bf16_autocast_and_channels_last_run_on_cpu() -> None:
+    """The CUDA recipe (bf16 autocast, channels_last, the real loader and a real loss) on CPU."""
+    import numpy as np
+
+    from calibench import create_backbone, create_loss
+    from calibench.data.datasets import Split
+    from calibench.data.pipeline import DeviceLoader
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    split = Split(
+        torch.from_numpy(rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)),
+        torch.from_numpy(rng.integers(0, 10, 64)).long(),
+    )
+    loader = DeviceLoader(split, 16, "cpu", (0.5,) * 3, (0.25,) * 3, train=True, seed=0)
+    model = create_backbone("resnet20", num_classes=10).to(memory_format=torch.channels_last)
+    criterion = create_loss("iq-chi2")
+    criterion.validate_inputs = False
+    opt = make_sgd(model, lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False, device="cpu")
+    step = TrainStep(model, criterion, opt, device="cpu", precision="bf16", grad_clip=5.0)
+    losses = []
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            assert x.is_contiguous(memory_format=torch.channels_last)
+            losses.append(step(x, y))
+    values = torch.stack(losses)
+    assert values.dtype == torch.float32 and bool(torch.isfinite(values).all())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+    assert values[-4:].mean() < values[:4].mean(), "loss falls on a batch set it can memorise"
