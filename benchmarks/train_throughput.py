@@ -37,7 +37,7 @@ from torch import nn
 
 from calibench.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split
 from calibench.data.pipeline import DeviceLoader
-from calibench.engine.step import backend_flags, make_sgd, make_train_step, precision_for
+from calibench.engine.step import TrainStep, backend_flags, precision_for
 from calibench.engine.trainer import resolve_device
 from calibench.errors import CalibenchError, UsageError
 from calibench.protocols import load_protocol
@@ -138,7 +138,6 @@ def run_calibench_and_pure(
 ) -> tuple[dict[str, list[float]], str]:
     """img/s of pipelines (a) and (b), interleaved, and the precision used."""
     protocol = load_protocol(protocol_name)
-    opt = protocol.train.optimizer
     precision = precision_for(device, protocol.train.precision)
     split = Split(torch.from_numpy(x), torch.from_numpy(y))
     with backend_flags(device):
@@ -147,22 +146,8 @@ def run_calibench_and_pure(
         model = model.to(device, memory_format=torch.channels_last)
         criterion = create_loss(loss).to(device)
         criterion.validate_inputs = False
-        optimizer = make_sgd(
-            model,
-            lr=opt.lr,
-            momentum=opt.momentum,
-            weight_decay=opt.weight_decay,
-            nesterov=opt.nesterov,
-            device=device,
-        )
-        train_step = make_train_step(
-            model,
-            criterion,
-            optimizer,
-            device=device,
-            precision=precision,
-            grad_clip=protocol.train.grad_clip,
-            compile=compile,
+        train_step = TrainStep.from_protocol(
+            model, criterion, protocol, device=device, compile=compile
         )
         loader = DeviceLoader(
             split,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from calibench.engine.checkpoint import CheckpointError, CorruptCheckpointWarning
 from calibench.engine.progress import NullProgress, RichProgress, TrainProgress
-from calibench.engine.step import TrainStep, make_train_step
+from calibench.engine.step import TrainStep
 from calibench.engine.trainer import TrainResult, train
 
 __all__ = [
@@ -15,6 +15,5 @@ __all__ = [
     "TrainProgress",
     "TrainResult",
     "TrainStep",
-    "make_train_step",
     "train",
 ]

@@ -20,13 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from calibench.errors import UsageError
+from calibench.protocols import Protocol
 
 __all__ = [
     "PRECISIONS",
     "TrainStep",
     "backend_flags",
     "make_sgd",
-    "make_train_step",
     "precision_for",
 ]
 
@@ -133,6 +133,36 @@ class TrainStep:
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._bf16 = precision == "bf16"
 
+    @classmethod
+    def from_protocol(
+        cls,
+        model: nn.Module,
+        criterion: nn.Module,
+        protocol: Protocol,
+        *,
+        device: torch.device | str,
+        compile: bool = False,
+    ) -> TrainStep:
+        """The step a protocol prescribes: its SGD, its precision on ``device``, its clipping."""
+        opt = protocol.train.optimizer
+        optimizer = make_sgd(
+            model,
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            nesterov=opt.nesterov,
+            device=device,
+        )
+        return cls(
+            model,
+            criterion,
+            optimizer,
+            device=device,
+            precision=precision_for(device, protocol.train.precision),
+            grad_clip=protocol.train.grad_clip,
+            compile=compile,
+        )
+
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16):
             logits = self.forward_module(x)
@@ -143,25 +173,3 @@ class TrainStep:
             torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip, foreach=True)
         self.optimizer.step()
         return loss.detach().float()
-
-
-def make_train_step(
-    model: nn.Module,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: torch.device | str,
-    precision: str = "fp32",
-    grad_clip: float = 0.0,
-    compile: bool = False,
-) -> TrainStep:
-    """A :class:`TrainStep`; see there for the arguments."""
-    return TrainStep(
-        model,
-        criterion,
-        optimizer,
-        device=device,
-        precision=precision,
-        grad_clip=grad_clip,
-        compile=compile,
-    )

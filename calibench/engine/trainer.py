@@ -52,7 +52,7 @@ from calibench.engine.checkpoint import (
     save_checkpoint,
 )
 from calibench.engine.progress import RichProgress, notify
-from calibench.engine.step import backend_flags, make_sgd, make_train_step, precision_for
+from calibench.engine.step import TrainStep, backend_flags
 from calibench.errors import ProtocolError, UsageError
 from calibench.losses.base import CalibrationLoss
 from calibench.protocols import OVERRIDES, Protocol, load_protocol
@@ -160,18 +160,6 @@ def _augment_args(protocol: Protocol) -> dict[str, Any]:
     return {"augment": True, "padding": aug.crop_padding}
 
 
-def _make_optimizer(model: nn.Module, protocol: Protocol, device: torch.device) -> torch.optim.SGD:
-    opt = protocol.train.optimizer
-    return make_sgd(
-        model,
-        lr=opt.lr,
-        momentum=opt.momentum,
-        nesterov=opt.nesterov,
-        weight_decay=opt.weight_decay,
-        device=device,
-    )
-
-
 def _checker(spec: RunSpec, model: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
     spec_json = canonical_json(spec.to_dict())
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -227,7 +215,6 @@ def train(
         reporter = None
     else:
         reporter = progress
-    precision = precision_for(dev, protocol.train.precision)
 
     augment = _augment_args(protocol)
     dataset = _build_dataset(spec, protocol, data_root)
@@ -255,7 +242,10 @@ def train(
         model = model.to(dev, memory_format=torch.channels_last)
         criterion = create_loss(spec.loss, **spec.loss_params).to(dev)
         criterion.validate_inputs = False
-        optimizer = _make_optimizer(model, protocol, dev)
+        train_step = TrainStep.from_protocol(
+            model, criterion, protocol, device=dev, compile=compile
+        )
+        optimizer, precision = train_step.optimizer, train_step.precision
         epochs = protocol.train.epochs
         schedule = protocol.train.schedule
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -278,15 +268,6 @@ def train(
             start = state["epoch"]
             seconds_before = float(state.get("train_seconds_total", 0.0))
 
-        train_step = make_train_step(
-            model,
-            criterion,
-            optimizer,
-            device=dev,
-            precision=precision,
-            grad_clip=protocol.train.grad_clip,
-            compile=compile,
-        )
         status, epoch, diverged_loss = "completed", max(start, epochs), None
         seconds = 0.0
         images = 0

@@ -12,7 +12,6 @@ from calibench.engine.step import (
     TrainStep,
     backend_flags,
     make_sgd,
-    make_train_step,
     precision_for,
 )
 from calibench.errors import UsageError
@@ -32,7 +31,7 @@ def test_step_matches_a_hand_written_sgd_step() -> None:
     model, reference = tiny_model(), tiny_model()
     x, y = batch()
     opt = make_sgd(model, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True, device="cpu")
-    step = make_train_step(model, nn.CrossEntropyLoss(), opt, device="cpu")
+    step = TrainStep(model, nn.CrossEntropyLoss(), opt, device="cpu")
     ref_opt = torch.optim.SGD(
         reference.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True
     )
