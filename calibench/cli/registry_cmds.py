@@ -89,6 +89,42 @@ def plugins_cmd(
     console.print(table)
 
 
+def protocols_cmd(
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """List the versioned protocols (registry/protocols/*.toml and $CALIBENCH_PROTOCOLS)."""
+    from calibench.protocols import list_protocols
+
+    protocols = list_protocols()
+    if fmt is OutputFormat.json:
+        rows = [dict(p.to_dict(), path=str(p.path) if p.path else None) for p in protocols]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"calibench protocols ({len(protocols)})")
+    table.add_column("protocol", no_wrap=True, style="bold")
+    for col in ("dataset", "epochs", "batch", "schedule", "reference"):
+        table.add_column(col, overflow="fold")
+    table.add_column("content hash", no_wrap=True)
+    for p in protocols:
+        sched = p.train.schedule
+        schedule = sched.name + (f" {list(sched.milestones)}" if sched.milestones else "")
+        table.add_row(
+            p.label,
+            p.data.dataset,
+            str(p.train.epochs),
+            str(p.train.batch_size),
+            escape(schedule),
+            escape(p.reference),
+            p.content_hash.removeprefix("sha256:")[:12],
+        )
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.command("list")(list_cmd)
     app.command("plugins")(plugins_cmd)
+    app.command("protocols")(protocols_cmd)

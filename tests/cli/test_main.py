@@ -83,3 +83,17 @@ def test_unexpected_error_is_one_line_unless_debugging(
     monkeypatch.setenv("CALIBENCH_DEBUG", "1")
     with pytest.raises(RuntimeError, match="something deep broke"):
         main(["list", "losses"])
+
+
+def test_protocols_lists_versions_and_hashes(capsys: pytest.CaptureFixture[str]) -> None:
+    from calibench.protocols import load_protocol
+
+    assert main(["protocols", "--format", "json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"standard", "fast", "smoke"} <= set(rows)
+    standard = load_protocol("standard")
+    assert rows["standard"]["version"] == standard.version
+    assert rows["standard"]["content_hash"] == standard.content_hash
+    assert rows["standard"]["train"]["epochs"] == 350
+    assert main(["protocols"]) == 0
+    assert "standard@v" in capsys.readouterr().out
