@@ -1,10 +1,14 @@
 """The loss contract shared by every built-in and plugin loss.
 
 ``loss(logits, targets)`` takes logits ``(N, K)`` (floating) and targets ``(N,)`` (int64 class
-indices) and returns the batch **mean** as a 0-dim tensor. ``loss.probabilities(logits)`` returns
-the ``(N, K)`` predictive distribution that the loss's model implies; the evaluator uses it for
-every metric. Bad input raises :class:`ValueError` with a clear message, never a device-side
-assert.
+indices) and returns the batch **mean** as a 0-dim tensor.
+
+``loss.predictive_logits(logits)`` returns the ``(N, K)`` vector ``s`` whose softmax is the
+predictive distribution that the loss's model implies, and ``loss.probabilities(logits)`` is
+exactly ``softmax(s)``. Every metric, temperature scaling (``softmax(s / T)``, Guo et al. 2017)
+and every OOD score is computed from ``s``; :func:`predictive_logits_of` gives ``s`` for any
+loss, including a plugin that defines only ``probabilities`` (then ``s = log(probabilities)``).
+Bad input raises :class:`ValueError` with a clear message, never a device-side assert.
 
 Input checks read values back from the device (a host sync). They are on by default; the
 trainer turns them off (``loss.validate_inputs = False``) because its targets were checked once
@@ -91,11 +95,28 @@ def check_param(
     return value
 
 
+def predictive_logits_of(loss: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """The predictive logits of any loss: ``loss.predictive_logits(z)`` when it defines them,
+    else ``log(loss.probabilities(z))`` (a plugin module with only ``probabilities``), else ``z``.
+
+    The result is at least float32 (float64 input stays float64).
+    """
+    fn = getattr(loss, "predictive_logits", None)
+    if callable(fn):
+        return float_logits(fn(logits))
+    probs = getattr(loss, "probabilities", None)
+    if callable(probs):
+        return float_logits(probs(logits)).log()
+    return float_logits(logits)
+
+
 class CalibrationLoss(nn.Module):
     """Base class: validates inputs, then calls :meth:`compute` for the batch-mean loss.
 
     Subclasses implement ``compute(logits, targets) -> 0-dim tensor`` and may override
-    :meth:`probabilities` (default ``softmax(logits)``).
+    :meth:`predictive_logits` (default: the logits themselves). ``probabilities`` is
+    ``softmax(predictive_logits)``; a subclass that overrides only ``probabilities`` gets
+    ``log(probabilities)`` as its predictive logits.
     """
 
     validate_inputs: bool = True
@@ -114,6 +135,15 @@ class CalibrationLoss(nn.Module):
     def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def predictive_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The vector whose softmax is the predictive distribution (default ``logits``).
+
+        At least float32; float64 input stays float64.
+        """
+        if type(self).probabilities is not CalibrationLoss.probabilities:
+            return float_logits(self.probabilities(logits)).log()
+        return float_logits(logits)
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Predictive distribution ``softmax(logits)``, computed in at least float32."""
-        return torch.softmax(float_logits(logits), dim=-1)
+        """Predictive distribution ``softmax(predictive_logits(logits))``, at least float32."""
+        return torch.softmax(float_logits(self.predictive_logits(logits)), dim=-1)

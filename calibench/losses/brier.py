@@ -24,7 +24,7 @@ class BrierLoss(CalibrationLoss):
 
     .. math:: \ell(z, y) = \sum_k \big(p_k - \mathbb{1}[k = y]\big)^2,\quad p = \mathrm{softmax}(z)
 
-    Parameters: none. Probabilities: ``softmax(z)``.
+    Parameters: none. Predictive logits: ``z``.
     References: Brier 1950 (Monthly Weather Review); Mukhoti et al. 2020 (NeurIPS) as a loss.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from calibench.losses.base import CalibrationLoss
+from calibench.losses.base import CalibrationLoss, float_logits
 from calibench.registry import register_loss
 
 
@@ -19,10 +19,11 @@ class CrossEntropyLoss(CalibrationLoss):
 
     .. math:: \ell(z, y) = -\log p_y = -z_y + \log \sum_k e^{z_k}, \quad p = \mathrm{softmax}(z)
 
-    Parameters: none. Returns the batch mean. Probabilities: ``softmax(z)``.
+    Parameters: none. Returns the batch mean (float64 logits give a float64 value).
+    Predictive logits: ``z`` (probabilities ``softmax(z)``).
     Reference: the standard maximum-likelihood loss; see Guo et al. 2017 (ICML) for its
     overconfidence in modern networks.
     """
 
     def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets)
+        return F.cross_entropy(float_logits(logits), targets)

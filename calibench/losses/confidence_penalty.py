@@ -35,7 +35,7 @@ class ConfidencePenaltyLoss(CalibrationLoss):
 
     Computed by torch-uncertainty's ``ConfidencePenaltyLoss`` (``p log p`` as
     ``p log(p + 1e-6)``, a bias below ``beta * K * 1e-6``) minus its constant ``beta log K``.
-    Parameters: ``beta`` >= 0, default 0.1. Probabilities: ``softmax(z)``.
+    Parameters: ``beta`` >= 0, default 0.1. Predictive logits: ``z``.
     Reference: Pereyra et al. 2017 (ICLR workshop).
     """
 

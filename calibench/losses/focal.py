@@ -36,7 +36,7 @@ class FocalLoss(CalibrationLoss):
     .. math:: \ell(z, y) = -(1 - p_y)^\gamma \log p_y,\quad p = \mathrm{softmax}(z)
 
     Parameters: ``gamma`` >= 0, default 3 (Mukhoti et al. 2020's best fixed gamma on CIFAR);
-    ``gamma = 0`` is cross-entropy. Probabilities: ``softmax(z)``.
+    ``gamma = 0`` is cross-entropy. Predictive logits: ``z``.
     References: Lin et al. 2017 (ICCV); Mukhoti et al. 2020 (NeurIPS).
     """
 
@@ -64,7 +64,7 @@ class FLSD53Loss(CalibrationLoss):
               \gamma(p_y) = 5 \text{ if } p_y < 0.2,\ 3 \text{ otherwise}
 
     :math:`\gamma` is piecewise constant in :math:`p_y` (no gradient flows through it).
-    Parameters: none (the name fixes 5 and 3). Probabilities: ``softmax(z)``.
+    Parameters: none (the name fixes 5 and 3). Predictive logits: ``z``.
     Reference: Mukhoti et al. 2020 (NeurIPS), Section 5.
     """
 
@@ -94,7 +94,7 @@ class DualFocalLoss(CalibrationLoss):
     largest non-target probability when the prediction is right (as in the paper and its
     official code); gradients flow through both :math:`p_y` and :math:`p_j`.
     Parameters: ``gamma`` >= 0, default 5 (the paper's CIFAR-10 setting).
-    Probabilities: ``softmax(z)``. Reference: Tao, Dong & Xu 2023 (ICML).
+    Predictive logits: ``z``. Reference: Tao, Dong & Xu 2023 (ICML).
     """
 
     def __init__(self, gamma: float = 5.0) -> None:

@@ -14,6 +14,16 @@ averaged over the batch. ``m`` maps the real line into the domain of :math:`\phi
 where :math:`\phi` needs nothing). Then :math:`\partial\ell/\partial\epsilon_y = -\phi'(\epsilon_y)
 + p_y` and :math:`\partial\ell/\partial\epsilon_k = p_k` for :math:`k \ne y`.
 
+Predictive logits. The model's distribution is :math:`p = \mathrm{softmax}(s)` with
+:math:`s = m(z)/\alpha` (``predictive_logits``), and its free energy is
+:math:`\alpha \log Z = \alpha\,\mathrm{logsumexp}(s)`. Temperature scaling and the OOD scores
+act on ``s``: ``softmax(s / T)`` sharpens monotonically as ``T`` falls and keeps the argmax.
+``softmax(m(z / T) / alpha)`` does neither for a nonlinear ``m`` (``iq-fkl``, ``iq-hellinger``,
+``iq-js``): as ``T -> 0`` the energies of negative logits collapse onto ``m``'s lower bound, so
+the distribution flattens instead, and once they round to that bound the tie goes to class 0
+(``z = [-9, -8, -10]``, ``T = 0.01``: predicted class 0 instead of 1). Likewise the raw
+``logsumexp(z)`` can rank two inputs opposite to the free energy when ``alpha != 1``.
+
 Domain safety. :math:`\phi(m(z))` is evaluated in closed form from :math:`z`, never as
 :math:`\phi` of a rounded :math:`m(z)`, so the energy never has to be represented next to the
 domain boundary (where ``softplus`` underflows or ``softplus - 1`` cancels to ``-1``):
@@ -93,9 +103,9 @@ class IQLoss(CalibrationLoss):
         log_partition = self.alpha * torch.logsumexp(self.energy(z) / self.alpha, dim=1)
         return (log_partition - self.phi_of_energy(z_y)).mean()
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """``softmax(m(z) / alpha)``: the Gibbs distribution of the energies."""
-        return torch.softmax(self.energy(float_logits(logits)) / self.alpha, dim=-1)
+    def predictive_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``m(z) / alpha``: its softmax is the Gibbs distribution of the energies."""
+        return self.energy(float_logits(logits)) / self.alpha
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
@@ -113,6 +123,7 @@ class IQTotalVariationLoss(IQLoss):
               \ell = -z_y + \alpha\,\mathrm{logsumexp}(z/\alpha),\quad p = \mathrm{softmax}(z/\alpha)
 
     With ``alpha = 1`` this is exactly cross-entropy.
+    Predictive logits: ``m(z) / alpha``.
     Parameters: ``alpha`` > 0, default 1. Reference: the IQ-loss poster, Table 1.
     """
 
@@ -133,6 +144,7 @@ class IQChi2Loss(IQLoss):
 
     Only the target logit is penalised quadratically (compare ``iq-ref-chi``). Finite for
     :math:`|z| < 3.6 \times 10^{19}`.
+    Predictive logits: ``m(z) / alpha``.
     Parameters: ``alpha`` > 0, default 1. Reference: the IQ-loss poster, Table 1.
     """
 
@@ -153,6 +165,7 @@ class IQReverseKLLoss(IQLoss):
 
     Floor: for :math:`z_y < -40`, :math:`e^{-z_y}` is continued along its tangent at -40
     (see the module docstring), so value and gradient stay finite.
+    Predictive logits: ``m(z) / alpha``.
     Parameters: ``alpha`` > 0, default 1. Reference: the IQ-loss poster, Table 1.
     """
 
@@ -174,6 +187,7 @@ class IQForwardKLLoss(IQLoss):
 
     :math:`\log\mathrm{softplus}(z)` is evaluated stably (it tends to :math:`z`), so no floor
     is needed: value and gradient are finite for every finite logit.
+    Predictive logits: ``m(z) / alpha``.
     Parameters: ``alpha`` > 0, default 1. Reference: the IQ-loss poster, Table 1.
     """
 
@@ -199,6 +213,7 @@ class IQHellingerLoss(IQLoss):
 
     Floor: :math:`1 + \epsilon_y` is floored at :math:`e^{-40}` with a tangent continuation
     (see the module docstring), so value and gradient stay finite.
+    Predictive logits: ``m(z) / alpha``.
     Parameters: ``alpha`` > 0, default 1. Reference: the IQ-loss poster, Table 1.
     """
 
@@ -223,6 +238,7 @@ class IQJensenShannonLoss(IQLoss):
               \ell = -\log 2 - \log\sigma(z_y) + \alpha\,\mathrm{logsumexp}(m(z)/\alpha)
 
     since :math:`2 - e^{-m(z)} = 2\sigma(z)`: exact for every finite logit, no floor needed.
+    Predictive logits: ``m(z) / alpha``.
     Parameters: ``alpha`` > 0, default 1. Reference: the IQ-loss poster, Table 1.
     """
 

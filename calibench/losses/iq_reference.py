@@ -2,8 +2,16 @@ r"""The IQ losses as the poster's public code (``Losses/iq.py``) computes them: 
 
 They differ from the poster's formulas (``iq-*``, see :mod:`calibench.losses.iq`) and are
 registered separately so the benchmark can show whether the difference matters. They were
-written from the formulas below, not from that code. Each uses ``probabilities = softmax(z)``
-(not the Gibbs distribution of the energies), as that repository evaluates.
+written from the formulas below, not from that code.
+
+Predictive logits: the vector whose log-partition the loss computes, ``s = r`` (``r = z`` for
+``iq-ref-chi`` and ``iq-ref-klfix``, ``r`` as below for the others): the loss's gradient in
+``r_k`` (k != y) is ``softmax(r)_k``, the IQ gradient at ``alpha = 1``. So ``iq-ref-chi`` and
+``iq-ref-klfix`` predict ``softmax(z)`` and ``iq-ref-hellinger`` and ``iq-ref-js`` predict
+``softmax(m(z))`` (the ``+1e-5`` shift cancels in the softmax), the distribution of the
+Table 1 losses at ``alpha = 1``. Before issue 10 calibench scored ``softmax(z)`` for all four;
+``m`` is increasing, so the predicted class is the same, but calibration and OOD scores are not.
+Scoring the implied distribution makes ``iq-ref-*`` vs ``iq-*`` a comparison of training alone.
 
 * ``iq-ref-chi``: ``-z_y + logsumexp(z) + (alpha/4) * mean over all N*K logits of z^2`` (a
   penalty on every logit, not ``phi`` of the target energy).
@@ -49,7 +57,7 @@ class RefChiLoss(CalibrationLoss):
                   + \frac{\alpha}{4}\,\frac{1}{NK}\sum_{i,k} z_{ik}^2
 
     i.e. cross-entropy plus an L2 penalty on every logit (``iq-chi2`` penalises only the target
-    logit, by :math:`z_y^2/4`). Probabilities: ``softmax(z)``.
+    logit, by :math:`z_y^2/4`). Predictive logits: ``z``.
     Parameters: ``alpha`` > 0, default 1. Reference: the poster's code, ``Losses/iq.py``.
     """
 
@@ -67,6 +75,10 @@ class _DetachedWeightLoss(CalibrationLoss):
 
     def energy(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def predictive_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``r``: the energies whose ``logsumexp`` is the loss's log-partition."""
+        return self.energy(float_logits(logits))
 
     def detached_weight(self, z_y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -91,8 +103,8 @@ class RefHellingerLoss(_DetachedWeightLoss):
               w = \mathrm{sg}\big[(1 + r_y)^{-2}\big],\quad
               \ell = -w\,r_y + \mathrm{logsumexp}(r)
 
-    (:math:`\mathrm{sg}`: no gradient; :math:`\phi'(x) = (1+x)^{-2}`). Probabilities:
-    ``softmax(z)``. Parameters: none. Reference: the poster's code, ``Losses/iq.py``.
+    (:math:`\mathrm{sg}`: no gradient; :math:`\phi'(x) = (1+x)^{-2}`). Predictive logits:
+    ``r`` (so ``softmax(m(z))``). Parameters: none. Reference: the poster's code, ``Losses/iq.py``.
     """
 
     def energy(self, z: torch.Tensor) -> torch.Tensor:
@@ -116,7 +128,7 @@ class RefJensenShannonLoss(_DetachedWeightLoss):
                 = \mathrm{sg}\big[1 / \mathrm{expm1}(\mathrm{softplus}(z_y) + 10^{-5})\big],\quad
               \ell = -w\,r_y + \mathrm{logsumexp}(r)
 
-    Probabilities: ``softmax(z)``. Parameters: none.
+    Predictive logits: ``r`` (so ``softmax(m(z))``). Parameters: none.
     Reference: the poster's code, ``Losses/iq.py``.
     """
 
@@ -141,8 +153,8 @@ class RefKLFixLoss(_DetachedWeightLoss):
               \text{loss} = \log(L + 1)
 
     :math:`L \ge 0` always (:math:`x(1 - e^{-x}) \ge 0`), so the log is defined. Not guarded:
-    ``w`` overflows for :math:`z_y < -88` in float32, as in the reference. Probabilities:
-    ``softmax(z)``. Parameters: none. Reference: the poster's code, ``Losses/iq.py``.
+    ``w`` overflows for :math:`z_y < -88` in float32, as in the reference. Predictive logits:
+    ``z``. Parameters: none. Reference: the poster's code, ``Losses/iq.py``.
     """
 
     def energy(self, z: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ class LabelSmoothingLoss(CalibrationLoss):
 
     Computed by ``torch.nn.functional.cross_entropy(label_smoothing=s)``.
     Parameters: ``smoothing`` s in [0, 1), default 0.05 (Müller et al. 2019's CIFAR setting).
-    Probabilities: ``softmax(z)``. Reference: Müller, Kornblith & Hinton 2019 (NeurIPS).
+    Predictive logits: ``z``. Reference: Müller, Kornblith & Hinton 2019 (NeurIPS).
     """
 
     def __init__(self, smoothing: float = 0.05) -> None:

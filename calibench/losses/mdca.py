@@ -28,7 +28,7 @@ class MDCALoss(CalibrationLoss):
 
     The MDCA term couples the samples of a batch (it is not a mean of per-sample losses).
     Parameters: ``beta`` >= 0, default 1 (the paper's NLL+MDCA setting).
-    Probabilities: ``softmax(z)``. Reference: Hebbalaguppe et al. 2022 (CVPR).
+    Predictive logits: ``z``. Reference: Hebbalaguppe et al. 2022 (CVPR).
     """
 
     def __init__(self, beta: float = 1.0) -> None:

@@ -26,7 +26,7 @@ class Poly1Loss(CalibrationLoss):
     .. math:: \ell(z, y) = -\log p_y + \epsilon\,(1 - p_y),\quad p = \mathrm{softmax}(z)
 
     Parameters: ``epsilon`` >= -1, default 1 (below -1 the loss would increase with
-    :math:`p_y`). Probabilities: ``softmax(z)``. Reference: Leng et al. 2022 (ICLR).
+    :math:`p_y`). Predictive logits: ``z``. Reference: Leng et al. 2022 (ICLR).
     """
 
     def __init__(self, epsilon: float = 1.0) -> None:

@@ -206,3 +206,45 @@ def test_bounded_domain_variants_are_exact_far_below_zero(name: str) -> None:
 def test_invalid_alpha_is_rejected(name: str, alpha: object) -> None:
     with pytest.raises(UsageError, match="parameter alpha must"):
         create_loss(name, alpha=alpha)
+
+
+@pytest.mark.parametrize("name", ["iq-fkl", "iq-hellinger", "iq-js"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_temperature_scaling_of_predictive_logits_keeps_the_argmax(
+    name: str, dtype: torch.dtype
+) -> None:
+    """The issue's case: ``[-9, -8, -10]`` predicts class 1 at every temperature."""
+    loss = create_loss(name)
+    z = torch.tensor([[-9.0, -8.0, -10.0]], dtype=dtype)
+    assert loss.probabilities(z).argmax().item() == 1
+    # before issue 10, "temperature scaling" fed z / T through the energy map: class 0 at T = 0.01
+    old = loss.probabilities(z / 0.01)
+    assert old.argmax().item() == 0
+    torch.testing.assert_close(old, torch.full_like(old, 1 / 3))  # m(z / T) collapsed to a tie
+    s = loss.predictive_logits(z)
+    # float32 over the fitting range of temperature scaling, float64 (the evaluator's) wider
+    grid = torch.logspace(-2, 2, 41) if dtype == torch.float32 else torch.logspace(-4, 4, 81)
+    p = torch.softmax(s / grid[:, None].to(dtype), dim=-1)
+    assert bool((p.argmax(dim=-1) == 1).all())
+    # and sharpness is monotone: the top probability falls as T grows
+    assert bool((p[1:, 1] <= p[:-1, 1]).all())
+
+
+def test_tv_energy_of_predictive_logits_follows_the_models_free_energy() -> None:
+    """iq-tv, alpha = 0.2: raw logsumexp(z) ranks a flat and a peaked input the wrong way round."""
+    alpha = 0.2
+    loss = create_loss("iq-tv", alpha=alpha)
+    flat = torch.zeros(1, 10, dtype=torch.float64)
+    peaked = torch.tensor([[1.5] + [-10.0] * 9], dtype=torch.float64)
+    raw = [torch.logsumexp(z, dim=1).item() for z in (flat, peaked)]
+    assert raw[0] > raw[1]  # the raw logits' energy calls the flat input more in-distribution
+
+    def free_energy(z: torch.Tensor) -> float:
+        """alpha * log Z with Z = sum_k exp(eps_k / alpha) and eps = m(z) = z."""
+        return alpha * math.log(math.fsum(math.exp(v / alpha) for v in z[0].tolist()))
+
+    free = [free_energy(flat), free_energy(peaked)]
+    assert free[0] < free[1]
+    energy = [torch.logsumexp(loss.predictive_logits(z), dim=1).item() for z in (flat, peaked)]
+    assert energy[0] < energy[1]
+    assert energy == pytest.approx([f / alpha for f in free], rel=1e-12)

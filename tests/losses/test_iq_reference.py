@@ -67,10 +67,26 @@ def test_detached_weight_value_and_gradient(name: str) -> None:
     torch.testing.assert_close(grad, chain * d_inner_dr * dm(z.detach()))
 
 
-@pytest.mark.parametrize("name", ["iq-ref-chi", "iq-ref-hellinger", "iq-ref-js", "iq-ref-klfix"])
-def test_probabilities_are_softmax_of_the_logits(name: str) -> None:
+@pytest.mark.parametrize("name", ["iq-ref-chi", "iq-ref-klfix"])
+def test_predictive_logits_of_the_plain_log_partition_variants_are_the_logits(name: str) -> None:
     z, _ = _batch(2)
-    torch.testing.assert_close(create_loss(name).probabilities(z), torch.softmax(z, dim=1))
+    torch.testing.assert_close(create_loss(name).predictive_logits(z), z, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("name", "table1"), [("iq-ref-hellinger", "iq-hellinger"), ("iq-ref-js", "iq-js")])  # fmt: skip
+def test_predictive_logits_are_the_energies_of_the_log_partition(name: str, table1: str) -> None:
+    """``s = r = m(z) + 1e-5``: its softmax is the Table 1 model's distribution at alpha = 1."""
+    m = REF_MAPS[name][0]
+    z, y = _batch(2)
+    loss = create_loss(name)
+    s = loss.predictive_logits(z)
+    torch.testing.assert_close(s, m(z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss.probabilities(z), create_loss(table1).probabilities(z))
+    # the loss is -w r_y + logsumexp(s): s is exactly the vector whose log-partition it takes
+    w = REF_MAPS[name][1](_at(s, y))
+    torch.testing.assert_close(loss(z, y), (torch.logsumexp(s, dim=1) - w * _at(s, y)).mean())
+    # m is increasing: the predicted class is the one softmax(z) predicts
+    assert torch.equal(s.argmax(dim=1), z.argmax(dim=1))
 
 
 def test_ref_variants_differ_from_the_table1_losses() -> None:

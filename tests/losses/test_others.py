@@ -1,4 +1,4 @@
-"""ls, brier, poly1, logitnorm, mdca, mmce, confidence-penalty against independent formulas."""
+"""ls, brier, poly1, logitnorm, mdca, confidence-penalty against independent formulas (MMCE: test_mmce)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from calibench import create_loss
 from calibench.errors import UsageError
+from calibench.registry import get_registry
 
 
 def _batch(seed: int = 0, n: int = 12, k: int = 5, scale: float = 3.0):
@@ -61,6 +62,25 @@ def test_logitnorm_is_ce_on_normalised_logits(tau: float) -> None:
     assert bool(torch.isfinite(torch.autograd.grad(value, zero)[0]).all())
 
 
+@pytest.mark.parametrize("tau", [0.04, 0.5])
+def test_logitnorm_predicts_the_distribution_its_loss_fits(tau: float) -> None:
+    z, y = _batch(7)
+    loss = create_loss("logitnorm", tau=tau)
+    s = loss.predictive_logits(z)
+    norms = torch.sqrt((z**2).sum(dim=1, keepdim=True)) + 1e-7
+    torch.testing.assert_close(s, z / (tau * norms), rtol=1e-15, atol=0)
+    assert torch.equal(loss(z, y), F.cross_entropy(s, y))  # the CE is taken on exactly s
+    # the loss never sees the logit scale, and neither do its probabilities; softmax(z) does
+    for c in (0.5, 3.0):
+        torch.testing.assert_close(loss(c * z, y), loss(z, y))
+        torch.testing.assert_close(loss.probabilities(c * z), loss.probabilities(z))
+        assert not torch.allclose(torch.softmax(c * z, dim=1), torch.softmax(z, dim=1))
+
+
+def test_logitnorm_default_tau_is_the_papers_cifar10_value() -> None:
+    assert get_registry("losses").get("logitnorm").defaults == {"tau": 0.04}
+
+
 @pytest.mark.parametrize("beta", [0.0, 1.0, 3.0])
 def test_mdca_matches_the_per_class_loop(beta: float) -> None:
     z, y = _batch(4)
@@ -69,34 +89,6 @@ def test_mdca_matches_the_per_class_loop(beta: float) -> None:
     mdca = sum(abs(p[:, j].mean() - (y == j).double().mean()) for j in range(k)) / k
     expected = F.cross_entropy(z, y) + beta * mdca
     torch.testing.assert_close(create_loss("mdca", beta=beta)(z, y), expected)
-
-
-def _mmce_loop(z: torch.Tensor, y: torch.Tensor, width: float) -> torch.Tensor:
-    conf, pred = torch.softmax(z, dim=1).max(dim=1)
-    c = (pred == y).double()
-    n = len(y)
-    total = sum(
-        (c[i] - conf[i]) * (c[j] - conf[j]) * math.exp(-abs(conf[i] - conf[j]).item() / width)
-        for i in range(n)
-        for j in range(n)
-    )
-    return total / n**2
-
-
-@pytest.mark.parametrize(("lam", "width"), [(2.0, 0.4), (1.0, 0.1)])
-def test_mmce_matches_the_double_sum(lam: float, width: float) -> None:
-    z, y = _batch(5, scale=1.5)
-    mmce2 = _mmce_loop(z, y, width)
-    assert mmce2 > 0  # the kernel is positive definite
-    expected = F.cross_entropy(z, y) + lam * math.sqrt(mmce2 + 1e-10)
-    value = create_loss("mmce", lam=lam, width=width)(z, y)
-    assert value.item() == pytest.approx(expected.item(), rel=1e-10)
-
-
-def test_mmce_gradient_is_finite_when_perfectly_calibrated() -> None:
-    z = torch.tensor([[30.0, 0.0], [0.0, 30.0]], requires_grad=True)  # confident and correct
-    value = create_loss("mmce")(z, torch.tensor([0, 1]))
-    assert bool(torch.isfinite(torch.autograd.grad(value, z)[0]).all())
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.1, 1.0])
@@ -124,6 +116,8 @@ def test_confidence_penalty_wrapper_is_ce_minus_beta_entropy(beta: float) -> Non
         ("mdca", {"beta": -1.0}, "beta must be >= 0"),
         ("mmce", {"lam": -1.0}, "lam must be >= 0"),
         ("mmce", {"width": 0.0}, "width must be > 0"),
+        ("mmce-unweighted", {"lam": -1.0}, "lam must be >= 0"),
+        ("mmce-unweighted", {"width": -0.4}, "width must be > 0"),
         ("confidence-penalty", {"beta": -0.1}, "beta must be >= 0"),
     ],
 )
