@@ -9,6 +9,11 @@ of every other field after validation (so ``0`` and ``0.0``, key order, comments
 do not matter). :func:`load_protocol` recomputes it and refuses a file whose content changed
 without a version bump.
 
+A few keys were added after version-1 protocols were published; they are optional, their
+default (:data:`DEFAULTS`) is what every protocol meant before the key existed, and the hash
+leaves a key out when it holds its default. So a file written before the key existed keeps its
+content hash, and spelling the default out does not change it either.
+
 Where protocols are found, first match wins:
 
 1. each directory in ``$CALIBENCH_PROTOCOLS`` (``os.pathsep``-separated), for user protocols;
@@ -46,6 +51,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "DEFAULTS",
+    "LOSS_REDUCTIONS",
     "PROTOCOLS_ENV",
     "AugmentSection",
     "DataSection",
@@ -64,6 +71,7 @@ PROTOCOLS_ENV = "CALIBENCH_PROTOCOLS"
 PRECISIONS = ("bf16", "fp32")
 OPTIMIZERS = ("sgd",)
 SCHEDULES = ("multistep", "cosine")
+LOSS_REDUCTIONS = ("mean", "sum")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -127,7 +135,14 @@ class AugmentSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    """``[train]``: epochs, batch size, precision, gradient clipping and the sub-sections."""
+    """``[train]``: epochs, batch size, precision, gradient clipping, loss reduction, sub-sections.
+
+    ``loss_reduction`` is what the optimizer minimises per batch: ``"mean"`` the loss's batch
+    mean, ``"sum"`` the batch mean times the batch size (the per-sample sum for losses that are
+    a mean of per-sample terms; Mukhoti et al.'s training code). Every training batch is full
+    (the last partial batch is dropped), so ``"sum"`` scales the gradient by exactly the batch
+    size before clipping. Optional in files, default ``"mean"``.
+    """
 
     epochs: int
     batch_size: int
@@ -136,6 +151,7 @@ class TrainSection:
     optimizer: OptimizerSection
     schedule: ScheduleSection
     augment: AugmentSection
+    loss_reduction: str = "mean"
 
 
 @dataclass(frozen=True)
@@ -210,6 +226,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": (int, _at_least(1)),
         "precision": (str, _one_of(PRECISIONS)),
         "grad_clip": (float, _at_least(0.0)),
+        "loss_reduction": (str, _one_of(LOSS_REDUCTIONS)),
         "optimizer": {
             "name": (str, _one_of(OPTIMIZERS)),
             "lr": (float, _greater(0.0)),
@@ -238,6 +255,9 @@ SCHEMA: dict[str, Any] = {
 }
 # Keys present only for some values of a sibling: schedule "multistep" needs these, "cosine" forbids them.
 _MULTISTEP_ONLY = ("milestones", "gamma")
+DEFAULTS: dict[str, Any] = {"train.loss_reduction": "mean"}
+"""Optional keys (dotted path -> default), added after v1 protocols were published. A file may
+omit them; the content hash omits them when they hold their default (see the module docstring)."""
 
 
 def _type_name(t: Any) -> str:
@@ -300,7 +320,7 @@ def _normalize_table(
             f"{where}: unknown key '{prefix}{key}' in {section}{hint}; "
             f"allowed keys: {', '.join(expected)}"
         )
-    missing = [k for k in expected if k not in raw]
+    missing = [k for k in expected if k not in raw and prefix + k not in DEFAULTS]
     if missing:
         raise ProtocolError(
             f"{where}: {section} is missing key(s) {', '.join(prefix + k for k in missing)}; "
@@ -308,7 +328,7 @@ def _normalize_table(
         )
     out: dict[str, Any] = {}
     for key, spec in expected.items():
-        value = raw[key]
+        value = raw[key] if key in raw else DEFAULTS[prefix + key]
         if isinstance(spec, dict):
             if not isinstance(value, Mapping):
                 raise ProtocolError(
@@ -348,12 +368,19 @@ def compute_content_hash(content: Mapping[str, Any]) -> str:
 
     The content is validated and normalised first (numbers where floats are expected become
     floats), so the hash depends on what the protocol means, not on how the file spells it.
-    A ``content_hash`` key, if present, is ignored (it may be a placeholder).
+    Optional keys holding their default (:data:`DEFAULTS`) are left out, so files written
+    before such a key existed keep their hash. A ``content_hash`` key, if present, is ignored
+    (it may be a placeholder).
     """
     d = dict(content)
     d["content_hash"] = "sha256:" + "0" * 64
     normalized = _normalize(d, "protocol")
     del normalized["content_hash"]
+    for dotted, default in DEFAULTS.items():
+        *parents, leaf = dotted.split(".")
+        table = _get(normalized, tuple(parents))
+        if table[leaf] == default:
+            del table[leaf]
     return "sha256:" + hashlib.sha256(canonical_json(normalized).encode()).hexdigest()
 
 
@@ -364,6 +391,7 @@ _OVERRIDE_PLACES: dict[str, tuple[str, ...]] = {
     "train_subset": ("data", "train_subset"),
     "lr": ("train", "optimizer", "lr"),
     "precision": ("train", "precision"),
+    "loss_reduction": ("train", "loss_reduction"),
     "eval_max_images": ("eval", "max_images"),
 }
 OVERRIDES = tuple(_OVERRIDE_PLACES)
@@ -421,6 +449,7 @@ class Protocol:
                     **{**t["schedule"], "milestones": tuple(t["schedule"].get("milestones", ()))}
                 ),
                 augment=AugmentSection(**t["augment"]),
+                loss_reduction=t["loss_reduction"],
             ),
             eval=EvalSection(**{**n["eval"], "ood": tuple(n["eval"]["ood"])}),
             path=path,
@@ -438,7 +467,7 @@ class Protocol:
 
     @property
     def label(self) -> str:
-        """``standard@v1``: how records and leaderboards name a protocol version."""
+        """``standard@v2``: how records and leaderboards name a protocol version."""
         return f"{self.name}@v{self.version}"
 
     def with_overrides(
@@ -449,6 +478,7 @@ class Protocol:
         train_subset: int | None = None,
         lr: float | None = None,
         precision: str | None = None,
+        loss_reduction: str | None = None,
         eval_max_images: int | None = None,
     ) -> tuple[Protocol, dict[str, Any]]:
         """This protocol with CLI overrides applied, and the deviations they make.
@@ -465,6 +495,7 @@ class Protocol:
             "train_subset": train_subset,
             "lr": lr,
             "precision": precision,
+            "loss_reduction": loss_reduction,
             "eval_max_images": eval_max_images,
         }
         original = self.to_dict()

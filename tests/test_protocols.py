@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from calibench.errors import ProtocolError, UsageError
 from calibench.protocols import (
+    DEFAULTS,
     PROTOCOLS_ENV,
     compute_content_hash,
     list_protocols,
@@ -27,6 +28,55 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SHIPPED = ("fast", "smoke", "standard")
+SMOKE_V1_HASH = "sha256:89e9f05755cf36348a2ad3d41bda444ee999ad98f6d2820d9843c57799ae970a"
+
+# `standard` v1 exactly as published (before `train.loss_reduction` existed). Records made with
+# it name this hash, so it must keep loading with it.
+STANDARD_V1 = r'''
+name = "standard"
+version = 1
+content_hash = "sha256:82bd335a3f9f3d10a9826ec5c4c08f1e094ee59b6daf0822761689e5544de37c"
+description = """Mukhoti et al. 2020 training on CIFAR: 350 epochs of SGD (momentum 0.9, lr 0.1, \
+x0.1 at epochs 150 and 250, weight decay 5e-4), batch 128, random crop (pad 4) + horizontal \
+flip, a 5,000-image stratified validation split carved from the training set (used for \
+temperature scaling). ECE with 15 equal-width bins; SVHN and noise images as OOD."""
+reference = "Mukhoti, Kulharia, Sanyal, Golodetz, Torr, Dokania. Calibrating Deep Neural Networks using Focal Loss. NeurIPS 2020 (arXiv:2002.09437), Sec. 5 and App. E"
+
+[data]
+dataset = "cifar10"
+val_size = 5000
+train_subset = 0
+
+[train]
+epochs = 350
+batch_size = 128
+precision = "bf16"
+grad_clip = 0.0
+
+[train.optimizer]
+name = "sgd"
+lr = 0.1
+momentum = 0.9
+nesterov = false
+weight_decay = 5e-4
+
+[train.schedule]
+name = "multistep"
+warmup_epochs = 0
+milestones = [150, 250]
+gamma = 0.1
+
+[train.augment]
+crop_padding = 4
+flip = true
+
+[eval]
+batch_size = 1000
+ece_bins = 15
+ood = ["svhn", "gaussian", "uniform"]
+temperature_scaling = true
+max_images = 0
+'''
 
 
 def _raw(name: str) -> dict:
@@ -94,6 +144,8 @@ def test_protocols_are_package_data_and_match_the_registry_folder(repo_root: Pat
 def test_standard_is_mukhoti_2020() -> None:
     p = load_protocol("standard")
     t = p.train
+    assert p.label == "standard@v2"
+    assert (t.loss_reduction, t.grad_clip) == ("sum", 2.0)  # their train_utils.py
     assert (t.epochs, t.batch_size) == (350, 128)
     assert (t.optimizer.name, t.optimizer.lr, t.optimizer.momentum) == ("sgd", 0.1, 0.9)
     assert t.optimizer.weight_decay == 5e-4
@@ -105,7 +157,40 @@ def test_standard_is_mukhoti_2020() -> None:
     assert (t.augment.crop_padding, t.augment.flip) == (4, True)
     assert (p.data.dataset, p.data.val_size, p.data.train_subset) == ("cifar10", 5000, 0)
     assert p.eval.ece_bins == 15 and p.eval.temperature_scaling
-    assert "Mukhoti" in p.reference
+    assert "Mukhoti" in p.reference and "torrvision/focal_calibration" in p.reference
+    # What still differs from their code is listed in the description, in one place.
+    assert p.description.count("STILL DIFFERENT FROM THEIR CODE") == 1
+    assert "Brier" in p.description.split("STILL DIFFERENT FROM THEIR CODE")[1]
+
+
+def test_fast_is_v2_like_standard_and_smoke_stays_v1() -> None:
+    standard, fast, smoke = (load_protocol(n) for n in ("standard", "fast", "smoke"))
+    assert fast.label == "fast@v2"
+    assert (fast.train.loss_reduction, fast.train.grad_clip) == ("sum", 2.0)
+    assert fast.train.optimizer == standard.train.optimizer
+    assert fast.data == standard.data and fast.eval == standard.eval
+    assert smoke.label == "smoke@v1" and smoke.content_hash == SMOKE_V1_HASH
+    assert (smoke.train.loss_reduction, smoke.train.grad_clip) == ("mean", 0.0)
+    assert "loss_reduction" not in _raw("smoke")["train"]
+
+
+def test_v1_files_without_loss_reduction_keep_their_hash(tmp_path: Path) -> None:
+    path = tmp_path / "standard.toml"
+    path.write_text(STANDARD_V1)
+    v1 = load_protocol(path)
+    assert v1.label == "standard@v1" and v1.train.loss_reduction == "mean"
+    assert v1.content_hash == compute_content_hash(tomllib.loads(STANDARD_V1))
+    assert v1.content_hash != load_protocol("standard").content_hash
+    # Spelling the default out means the same protocol: same hash. "sum" is another protocol.
+    d = tomllib.loads(STANDARD_V1)
+    d["train"]["loss_reduction"] = "mean"
+    assert compute_content_hash(d) == v1.content_hash
+    assert load_protocol(_write(tmp_path / "spelled.toml", d)) == v1
+    d["train"]["loss_reduction"] = "sum"
+    assert compute_content_hash(d) != v1.content_hash
+    with pytest.raises(ProtocolError, match="bump the version"):
+        load_protocol(_write(tmp_path / "changed.toml", d))
+    assert DEFAULTS == {"train.loss_reduction": "mean"}
 
 
 def test_fast_is_shorter_and_cited_smoke_is_small() -> None:
@@ -123,7 +208,7 @@ def test_hash_ignores_spelling_but_not_meaning() -> None:
     reordered = dict(reversed(list(d.items())))
     assert compute_content_hash(reordered) == h
     spelled = copy.deepcopy(d)
-    spelled["train"]["grad_clip"] = 0  # int where a float is expected
+    spelled["train"]["grad_clip"] = 2  # int where a float is expected
     assert compute_content_hash(spelled) == h
     changed = copy.deepcopy(d)
     changed["train"]["optimizer"]["weight_decay"] = 1e-4
@@ -184,6 +269,9 @@ def test_content_changed_without_version_bump_is_refused(tmp_path: Path) -> None
         (lambda d: d["eval"].update(ood=["svhn", "svhn"]), "distinct"),
         (lambda d: d["train"]["schedule"].update(warmup_epochs=400), "smaller than 'train.epochs'"),
         (lambda d: d["train"]["optimizer"].update(momentum=0.0, nesterov=True), "nesterov"),
+        (lambda d: d["train"].update(loss_reduction="avg"), r"'train\.loss_reduction' must be one of mean, sum, got 'avg'"),
+        (lambda d: d["train"].update(loss_reduction=1), r"'train\.loss_reduction' must be a string"),
+        (lambda d: d["train"].update(reduction="sum"), r"unknown key 'train\.reduction'.*did you mean 'loss_reduction'"),
     ],
 )  # fmt: skip
 def test_bad_content_gives_a_clear_error(tmp_path: Path, edit, message: str) -> None:
@@ -235,6 +323,9 @@ def test_overrides_record_only_real_deviations() -> None:
     assert again == q and deviations_again == deviations
     _, d = p.with_overrides(lr=1)  # an int where a float is expected becomes a float
     assert d == {"lr": 1.0} and isinstance(d["lr"], float)
+    mean, d = p.with_overrides(loss_reduction="mean", precision="bf16")
+    assert d == {"loss_reduction": "mean"} and mean.train.loss_reduction == "mean"
+    assert mean.train.grad_clip == p.train.grad_clip
 
 
 @pytest.mark.parametrize(
@@ -244,6 +335,7 @@ def test_overrides_record_only_real_deviations() -> None:
         ({"batch_size": "128"}, r"'train\.batch_size' must be an integer"),
         ({"precision": "fp16"}, "must be one of bf16, fp32"),
         ({"train_subset": -1}, r"train_subset' must be >= 0"),
+        ({"loss_reduction": "none"}, r"loss_reduction' must be one of mean, sum"),
     ],
 )
 def test_bad_overrides_are_refused(overrides: dict, message: str) -> None:

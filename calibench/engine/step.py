@@ -1,8 +1,9 @@
 """The training step that :func:`calibench.engine.trainer.train` runs, as a reusable unit.
 
 :class:`TrainStep` is one SGD step on a device batch: forward (bf16 autocast when asked),
-loss, ``zero_grad(set_to_none=True)``, backward, optional gradient-norm clipping (foreach),
-optimizer step. It never syncs with the host: it returns the detached float32 loss on the device.
+loss (its batch mean, times the batch size when the protocol's ``loss_reduction`` is ``"sum"``),
+``zero_grad(set_to_none=True)``, backward, optional gradient-norm clipping (foreach), optimizer
+step. It never syncs with the host: it returns the detached float32 batch-mean loss on the device.
 ``train()`` and the speed benchmarks (``benchmarks/train_throughput.py``) call this same object,
 so what the benchmarks time is the trainer's code, not a copy.
 
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from calibench.errors import UsageError
-from calibench.protocols import Protocol
+from calibench.protocols import LOSS_REDUCTIONS, Protocol
 
 __all__ = [
     "PRECISIONS",
@@ -102,9 +103,17 @@ class TrainStep:
     ``model`` is the plain module (kept as ``.model``); with ``compile=True`` the forward goes
     through ``torch.compile(model)`` (``.forward_module``), built once here. ``precision``
     ``"bf16"`` runs forward and loss under ``torch.autocast(device_type, bfloat16)``; parameters,
-    gradients and optimizer state stay float32. ``grad_clip > 0`` clips the global gradient
-    L2 norm of the trainable parameters to that value before the optimizer step.
-    The returned loss is ``loss.detach().float()``, still on the device (no host sync).
+    gradients and optimizer state stay float32.
+
+    ``loss_reduction`` is what backward differentiates: ``"mean"`` the criterion's batch mean
+    ``L``; ``"sum"`` ``B * L`` for a batch of ``B`` samples, the per-sample sum that Mukhoti et
+    al.'s code trains (so the gradient is exactly ``B`` times the mean's before clipping).
+    ``grad_clip > 0`` then clips the global gradient L2 norm of the trainable parameters to that
+    value, after backward and before the optimizer step.
+
+    The returned loss is the batch mean ``L.detach().float()`` whatever the reduction, still on
+    the device (no host sync): the trainer's progress and history report the per-sample mean
+    loss, comparable across reductions and batch sizes.
     """
 
     def __init__(
@@ -116,22 +125,29 @@ class TrainStep:
         device: torch.device | str,
         precision: str = "fp32",
         grad_clip: float = 0.0,
+        loss_reduction: str = "mean",
         compile: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if not grad_clip >= 0:
             raise UsageError(f"grad_clip must be >= 0 (0 turns clipping off), got {grad_clip!r}")
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise UsageError(
+                f"loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, got {loss_reduction!r}"
+            )
         self.model = model
         self.criterion = criterion
         self.optimizer = optimizer
         self.device = torch.device(device)
         self.precision = precision
         self.grad_clip = float(grad_clip)
+        self.loss_reduction = loss_reduction
         self.compiled = bool(compile)
         self.forward_module: nn.Module = torch.compile(model) if compile else model
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._bf16 = precision == "bf16"
+        self._sum = loss_reduction == "sum"
 
     @classmethod
     def from_protocol(
@@ -143,7 +159,8 @@ class TrainStep:
         device: torch.device | str,
         compile: bool = False,
     ) -> TrainStep:
-        """The step a protocol prescribes: its SGD, its precision on ``device``, its clipping."""
+        """The step a protocol prescribes: its SGD, its precision on ``device``, its loss
+        reduction and its gradient clipping."""
         opt = protocol.train.optimizer
         optimizer = make_sgd(
             model,
@@ -160,6 +177,7 @@ class TrainStep:
             device=device,
             precision=precision_for(device, protocol.train.precision),
             grad_clip=protocol.train.grad_clip,
+            loss_reduction=protocol.train.loss_reduction,
             compile=compile,
         )
 
@@ -167,8 +185,9 @@ class TrainStep:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16):
             logits = self.forward_module(x)
             loss = self.criterion(logits, y)
+        objective = loss * y.shape[0] if self._sum else loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip, foreach=True)
         self.optimizer.step()

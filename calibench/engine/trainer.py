@@ -4,7 +4,9 @@
 deviations), the dataset (with its seeded stratified val split and, if asked, a class-stratified
 train subset), the backbone, the loss and SGD with a per-epoch LR schedule, then trains with the
 device-resident :class:`~calibench.data.pipeline.DeviceLoader`. Each step is a
-:class:`calibench.engine.step.TrainStep`, the same unit the speed benchmarks time.
+:class:`calibench.engine.step.TrainStep`, the same unit the speed benchmarks time; it applies the
+protocol's ``loss_reduction`` (``"sum"``: backward on the batch size times the loss's batch mean;
+every batch is full) and then its gradient clipping.
 
 Device settings, chosen deliberately and restored when ``train`` returns:
 
@@ -19,8 +21,10 @@ Device settings, chosen deliberately and restored when ``train`` returns:
   ``torch.use_deterministic_algorithms(True)``: with a fixed seed two runs give identical weights.
 
 The step loop never syncs with the host: the epoch's loss sum stays on the device and is read
-once per epoch. A non-finite epoch loss stops the run with status ``"diverged"`` at that epoch;
-it is returned, not raised, and the last good checkpoint is kept.
+once per epoch. Progress and history report the per-sample mean loss (the mean over the epoch's
+batches of each batch's mean) whatever the loss reduction, so ``"mean"`` and ``"sum"`` runs
+report comparable numbers. A non-finite epoch loss stops the run with status ``"diverged"`` at
+that epoch; it is returned, not raised, and the last good checkpoint is kept.
 
 Every epoch ends with an atomic checkpoint in ``run_dir/checkpoints/`` (model, optimizer,
 scheduler, every RNG state, the loader's seed and next epoch, the history). Calling ``train``
@@ -71,13 +75,14 @@ class TrainResult:
 
     ``status`` is ``"completed"`` or ``"diverged"``. ``epoch`` is the last epoch trained
     (1-based): ``protocol.train.epochs`` when completed, the epoch whose mean loss was non-finite
-    when diverged. ``history`` holds the finite per-epoch mean training losses (epochs
-    1..``epoch`` when completed, 1..``epoch - 1`` when diverged); ``diverged_loss`` the
-    non-finite value. ``model`` (the plain module, not the compiled wrapper, in eval mode) holds
-    the weights after the last epoch trained, non-finite ones when diverged; ``checkpoint`` is
-    the newest good checkpoint. ``timing``: ``train_seconds`` and ``img_per_s`` of this call,
-    ``train_seconds_total`` over all calls of a resumed run. ``precision`` is the one used
-    (``"fp32"`` on CPU even when the protocol says ``bf16``).
+    when diverged. ``history`` holds the finite per-epoch mean training losses, per sample
+    whatever the protocol's ``loss_reduction`` (epochs 1..``epoch`` when completed,
+    1..``epoch - 1`` when diverged); ``diverged_loss`` the non-finite value. ``model`` (the
+    plain module, not the compiled wrapper, in eval mode) holds the weights after the last
+    epoch trained, non-finite ones when diverged; ``checkpoint`` is the newest good checkpoint.
+    ``timing``: ``train_seconds`` and ``img_per_s`` of this call, ``train_seconds_total`` over
+    all calls of a resumed run. ``precision`` is the one used (``"fp32"`` on CPU even when the
+    protocol says ``bf16``).
     """
 
     status: str

@@ -15,6 +15,7 @@ from calibench.engine.step import (
     precision_for,
 )
 from calibench.errors import UsageError
+from calibench.protocols import load_protocol
 
 
 def tiny_model() -> nn.Module:
@@ -59,6 +60,84 @@ def test_grad_clip_bounds_the_update() -> None:
         pairs = zip(model.parameters(), before.parameters(), strict=True)
         delta = torch.cat([(p - q).flatten() for p, q in pairs])
     assert float(delta.norm()) == pytest.approx(1e-3, rel=1e-3)
+
+
+def batches(n: int, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(2)
+    return [
+        (torch.randn(size, 3, 8, 8, generator=g), torch.randint(0, 3, (size,), generator=g))
+        for _ in range(n)
+    ]
+
+
+def capture_grads(opt: torch.optim.Optimizer) -> list[list[torch.Tensor]]:
+    """The gradients the optimizer sees at each step (after any clipping), in parameter order."""
+    seen: list[list[torch.Tensor]] = []
+
+    def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        seen.append([p.grad.clone() for group in optimizer.param_groups for p in group["params"]])
+
+    opt.register_step_pre_hook(hook)
+    return seen
+
+
+def test_sum_reduction_gradient_is_batch_size_times_the_mean() -> None:
+    """Two steps, no clipping: the "sum" gradient is B times the "mean" one at every step.
+
+    SGD is linear in the gradient, so "sum" at lr / B walks exactly the path of "mean" at lr
+    (no weight decay); the two runs then see the same parameters at every step, and their
+    gradients can be compared step by step.
+    """
+    size, lr = 8, 0.1
+    runs = {}
+    for reduction, step_lr in (("mean", lr), ("sum", lr / size)):
+        model = tiny_model()
+        opt = torch.optim.SGD(model.parameters(), lr=step_lr, momentum=0.9)
+        grads = capture_grads(opt)
+        step = TrainStep(model, nn.CrossEntropyLoss(), opt, device="cpu", loss_reduction=reduction)
+        losses = [step(x, y) for x, y in batches(2, size)]
+        runs[reduction] = (model, grads, losses)
+    (mean_model, mean_grads, mean_losses), (sum_model, sum_grads, sum_losses) = runs.values()
+    assert len(mean_grads) == len(sum_grads) == 2
+    for g_mean, g_sum in zip(mean_grads, sum_grads, strict=True):
+        for a, b in zip(g_mean, g_sum, strict=True):
+            torch.testing.assert_close(b, size * a)
+        assert float(torch.cat([b.flatten() for b in g_sum]).norm()) > 0
+    # the step reports the per-sample mean loss whatever the reduction
+    torch.testing.assert_close(torch.stack(sum_losses), torch.stack(mean_losses))
+    for p, q in zip(sum_model.parameters(), mean_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_sum_reduction_is_clipped_to_2_after_backward() -> None:
+    """Protocol ``standard``: backward on B * mean, then the global norm clipped to 2."""
+    size = 16
+    model = tiny_model()
+    step = TrainStep.from_protocol(
+        model, nn.CrossEntropyLoss(), load_protocol("standard"), device="cpu"
+    )
+    assert (step.loss_reduction, step.grad_clip) == ("sum", 2.0)
+    seen = capture_grads(step.optimizer)
+    for x, y in batches(2, size):
+        reference = copy.deepcopy(model)
+        (size * nn.functional.cross_entropy(reference(x), y)).backward()
+        raw = torch.cat([p.grad.flatten() for p in reference.parameters()])
+        mean_norm = float(raw.norm()) / size
+        assert mean_norm < 2.0 < float(raw.norm()), "the sum's gradient is clipped, the mean's not"
+        step(x, y)
+        clipped = torch.cat([g.flatten() for g in seen[-1]])
+        assert float(clipped.norm()) == pytest.approx(2.0, rel=1e-5)
+        torch.testing.assert_close(clipped, raw * (2.0 / raw.norm()), rtol=1e-5, atol=1e-7)
+    assert len(seen) == 2
+
+
+def test_from_protocol_takes_reduction_and_clipping() -> None:
+    smoke = TrainStep.from_protocol(
+        tiny_model(), nn.CrossEntropyLoss(), load_protocol("smoke"), device="cpu"
+    )
+    assert (smoke.loss_reduction, smoke.grad_clip) == ("mean", 0.0)
+    with pytest.raises(UsageError, match="loss_reduction must be one of mean, sum"):
+        TrainStep(tiny_model(), nn.CrossEntropyLoss(), None, device="cpu", loss_reduction="avg")  # type: ignore[arg-type]
 
 
 def test_optimizer_implementation_per_device() -> None:

@@ -236,6 +236,22 @@ def test_progress_callbacks(tmp_path: Path, data_root: Path) -> None:
     assert torch.are_deterministic_algorithms_enabled() == before  # backend flags restored
 
 
+def test_sum_reduction_reaches_the_step_and_history_stays_per_sample(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """A ``loss_reduction = "sum"`` run at lr / B follows the "mean" run at lr (up to weight
+    decay, which "sum" does not scale), and its history is the per-sample mean, not B times it."""
+    small = {"epochs": 1, "train_subset": 128}  # 2 steps of 64
+    lr = load_protocol("smoke").train.optimizer.lr
+    mean = run(make_spec(**small), tmp_path / "mean", data_root)
+    summed_spec = make_spec(**small, loss_reduction="sum", lr=lr / 64)
+    assert summed_spec.deviations["loss_reduction"] == "sum"
+    summed = run(summed_spec, tmp_path / "sum", data_root)
+    assert summed.protocol.train.loss_reduction == "sum"
+    assert summed.history == pytest.approx(mean.history, rel=1e-3)
+    assert summed.history[0] < 2 * np.log(10)
+
+
 def test_checkpoints_of_another_spec_are_refused(reference: TrainResult, data_root: Path) -> None:
     run_dir = reference.checkpoint.parent.parent
     with pytest.raises(UsageError, match="another run spec"):
