@@ -82,7 +82,9 @@ def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
 def check_param(
     name: str, value: float, *, low: float | None = None, strict: bool = False
 ) -> float:
-    """Validate a scalar loss parameter: finite, and ``> low`` (strict) or ``>= low``."""
+    """Validate a scalar loss parameter: a number (not a bool), finite, ``> low`` or ``>= low``."""
+    if isinstance(value, bool):
+        raise UsageError(f"parameter {name} must be a number, got {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError):

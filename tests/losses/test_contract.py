@@ -248,6 +248,6 @@ def test_invalid_parameters_raise_value_error(name: str) -> None:
     with pytest.raises(ValueError, match="unknown parameter"):
         create_loss(name, no_such_parameter=1.0)
     for param in _numeric_params(name):
-        for bad in (math.nan, math.inf, "abc", None):
+        for bad in (math.nan, math.inf, "abc", None, True):
             with pytest.raises(UsageError, match=f"parameter {param} must"):
                 create_loss(name, **{param: bad})
