@@ -44,7 +44,8 @@ SVHN_TEST_SIZE = 26_032
 TIMED = {
     evaluation_module: (
         "predict_logits",
-        "calibration_metrics",
+        "predictive_logits",
+        "logit_metrics",
         "fit_temperature",
         "compute_ood_scores",
         "ood_metrics",

@@ -1,9 +1,15 @@
 """Turn a trained model into the numbers of a run record: calibration, post-TS and OOD metrics.
 
 :func:`evaluate` runs the model once over the val and test splits and each OOD set (eval mode,
-``torch.inference_mode``, the :class:`~calibench.data.pipeline.DeviceLoader` in eval mode),
-gathers logits in float32 on the CPU, and computes every metric from
-``loss.probabilities(logits.double())`` in float64.
+``torch.inference_mode``, the :class:`~calibench.data.pipeline.DeviceLoader` in eval mode) and
+gathers its logits ``z`` in float32 on the CPU. Every number then comes from the loss's
+**predictive logits** ``s = loss.predictive_logits(z)``
+(:func:`calibench.losses.base.predictive_logits_of`, computed in float64 and rounded to float32,
+exactly what ``test_predictions.npz`` stores), whose softmax is the loss's predictive
+distribution: the calibration metrics (:func:`calibench.metrics.logit_metrics`), temperature
+scaling ``softmax(s / T)`` (:func:`calibench.metrics.fit_temperature`) and the OOD scores
+(:func:`calibench.metrics.ood_scores`), all in float64. So the leaderboard, which reads only the
+saved files, recomputes the record's test metrics bit for bit.
 """
 
 from __future__ import annotations
@@ -18,41 +24,68 @@ from torch import Tensor, nn
 
 from calibench.errors import CalibenchError, UsageError
 from calibench.metrics import (
+    AUPR_CONVENTION,
     FPR95_CONVENTION,
     SCORES,
-    calibration_metrics,
     fit_temperature,
+    logit_metrics,
     ood_metrics,
     scaled_probabilities,
 )
 from calibench.metrics import ood_scores as compute_ood_scores
+from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
 
-__all__ = ["CONVENTIONS", "Evaluation", "NonFiniteLogitsError", "evaluate", "predict_logits"]
+__all__ = [
+    "CONVENTIONS",
+    "Evaluation",
+    "NonFiniteLogitsError",
+    "NonFinitePredictiveLogitsError",
+    "evaluate",
+    "predict_logits",
+    "predictive_logits",
+]
 
 #: Largest inference batch on CPU (see :func:`predict_logits`).
 CPU_EVAL_BATCH = 128
 
 CONVENTIONS: dict[str, Any] = {
+    "predictive_logits": "s = loss.predictive_logits(z) (calibench.losses.base."
+    "predictive_logits_of; log(loss.probabilities(z)) for a loss that defines only "
+    "probabilities), computed in float64 from the model's float32 logits z and rounded to "
+    "float32 as saved in test_predictions.npz; softmax(s) is the predictive distribution, and "
+    "every metric, the temperature and every OOD score is computed from s in float64",
+    "probabilities": "softmax(s) in float64",
     "norm": "l1",
     "binning": "equal-width bins [k/M, (k+1)/M), last bin [(M-1)/M, 1] closed; adaece: M "
     "equal-mass bins of the confidence-sorted samples (stable sort); cwece: equal-width bins "
     "per class, mean over classes",
-    "confidence": "top-label: max_k p_k, prediction argmax_k p_k (first class on ties)",
-    "probabilities": "loss.probabilities(logits) in float64",
+    "confidence": "top-label: max_k softmax(s)_k, prediction argmax_k s_k (first class on ties)",
     "smece": "Blasiok & Nakkiran 2024, reflected Gaussian kernel, fixed-point bandwidth",
-    "nll_floor": 1e-12,
-    "fpr95": FPR95_CONVENTION,
-    "aupr": "average precision (step-wise, sklearn average_precision_score)",
-    "ood_scores_dtype": "float64",
+    "nll": "exact: mean of -log_softmax(s)_y in float64 (torch cross_entropy), no floor",
+    "ts": "Guo et al. 2017 on the predictive logits: T = argmin over [0.01, 100] of the exact "
+    "NLL of softmax(s_val / T) (log_softmax, float64), convex in 1/T, found as the root of its "
+    "derivative in 1/T (scipy brentq); test_ts = metrics of softmax(s_test / T); argmax "
+    "unchanged",
     "ts_fit_split": "val",
-    "ts": "T = argmin NLL of loss.probabilities(val_logits / T), LBFGS on log T from T=1; "
-    "test_ts = metrics of loss.probabilities(test_logits / T)",
+    "ood_score_definitions": "from the predictive logits s in float64, higher = more "
+    "in-distribution: msp = max_k softmax(s)_k, energy = logsumexp_k s_k, maxlogit = max_k s_k",
+    "ood_scores_dtype": "float64",
+    "fpr95": FPR95_CONVENTION,
+    "aupr": AUPR_CONVENTION,
+    "interval": INTERVAL_CONVENTION,
+    "significance": SIGNIFICANCE_CONVENTION,
 }
-"""Every convention behind the numbers; ``Evaluation.conventions`` adds ``n_bins``."""
+"""Every convention behind the numbers; ``Evaluation.conventions`` adds ``n_bins``,
+``ood_scores`` (the score names) and ``ts_fit_split``."""
 
 
 class NonFiniteLogitsError(CalibenchError):
     """The model produced NaN or inf logits: it diverged, so there is nothing to evaluate."""
+
+
+class NonFinitePredictiveLogitsError(CalibenchError):
+    """Finite model logits whose predictive logits are NaN or inf (a loss's map overflowed, or
+    a probability of exactly 0 was logged): the metrics would not be finite."""
 
 
 @dataclass
@@ -70,18 +103,23 @@ class Evaluation:
         }
 
       every value a Python float (fractions, not %); ``ood`` is ``{}`` without OOD sets.
-    - ``test_logits``: float32 ``(N_test, K)`` CPU tensor, in test-split order.
+    - ``test_predictive_logits``: float32 ``(N_test, K)`` CPU tensor, the test split's
+      predictive logits ``s`` (not the raw logits), in test-split order; ``metrics["test"]`` is
+      ``logit_metrics(test_predictive_logits, test_labels, n_bins)``.
     - ``test_labels``: int64 ``(N_test,)`` CPU tensor.
     - ``conventions``: JSON-able dict, :data:`CONVENTIONS` plus ``n_bins`` and ``ood_scores``
       (the score names) and ``ts_fit_split`` (``None`` when no temperature was fitted).
+    - ``ood_scores``: ``{ood_name: {score_name: (N_ood,) float64 CPU tensor}}``, the per-image
+      scores of each OOD set (the ID scores are ``ood_scores(test_predictive_logits)``).
     - ``plots``: ``{"reliability": path, "ood_<name>": path, ...}`` as strings; ``{}`` without
       ``plots_dir``.
     """
 
     metrics: dict[str, Any]
-    test_logits: Tensor
+    test_predictive_logits: Tensor
     test_labels: Tensor
     conventions: dict[str, Any]
+    ood_scores: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)
 
 
@@ -122,9 +160,30 @@ def predict_logits(
     return torch.cat(out).cpu()  # one device-to-host copy for the whole set
 
 
-def _probabilities(loss: nn.Module, logits: Tensor) -> Tensor:
-    """``loss.probabilities(logits.double())``, float64 throughout (the loss contract keeps it)."""
-    return loss.probabilities(logits.double()).double()
+def predictive_logits(loss: nn.Module, logits: Tensor, name: str = "the logits") -> Tensor:
+    """``loss``'s predictive logits of raw ``logits (N, K)``: computed in float64, returned float32.
+
+    The float32 rounding is what ``test_predictions.npz`` stores, so every metric computed here
+    from the result can be recomputed from the saved file exactly. Raises
+    :class:`NonFinitePredictiveLogitsError` if they are not finite (``name`` says where).
+    """
+    from calibench.losses.base import predictive_logits_of
+
+    with torch.no_grad():
+        s = predictive_logits_of(loss, logits.detach().to("cpu", torch.float64))
+    s = s.detach().to("cpu", torch.float32)
+    if s.shape != logits.shape:
+        raise UsageError(
+            f"{type(loss).__name__}.predictive_logits returned shape {tuple(s.shape)} for logits "
+            f"of shape {tuple(logits.shape)}"
+        )
+    if not bool(torch.isfinite(s).all()):
+        raise NonFinitePredictiveLogitsError(
+            f"the model's logits on {name} are finite but {type(loss).__name__}'s predictive "
+            "logits are not (NaN, inf, or beyond float32); a loss whose probabilities can be "
+            "exactly 0 must define predictive_logits"
+        )
+    return s
 
 
 def _check_finite(name: str, logits: Tensor) -> None:
@@ -146,14 +205,15 @@ def evaluate(
     ood_scores: Sequence[str] = ("msp", "energy", "maxlogit"),
     plots_dir: str | Path | None = None,
 ) -> Evaluation:
-    """Evaluate ``model`` with ``loss``'s predictive distribution; see :class:`Evaluation`.
+    """Evaluate ``model`` with ``loss``'s predictive logits; see :class:`Evaluation`.
 
     ``dataset`` is an :class:`~calibench.data.datasets.ImageDataset` (``.val``, ``.test``,
     ``.mean``, ``.std``, ``.name``); ``ood_sets`` an iterable of
-    :class:`~calibench.data.ood.OODSet` (or a mapping name -> set). Temperature scaling is
-    fitted on val (:func:`calibench.metrics.fit_temperature`). With ``plots_dir``, writes
-    ``reliability.png`` (test), ``reliability_ts.png`` (test after TS) and ``ood_<name>.png``.
-    Raises :class:`NonFiniteLogitsError` if the model outputs NaN/inf.
+    :class:`~calibench.data.ood.OODSet` (or a mapping name -> set). Temperature scaling divides
+    the predictive logits and is fitted on val (:func:`calibench.metrics.fit_temperature`).
+    With ``plots_dir``, writes ``reliability.png`` (test), ``reliability_ts.png`` (test after
+    TS) and ``ood_<name>.png``. Raises :class:`NonFiniteLogitsError` if the model outputs
+    NaN/inf.
     """
     score_names = list(ood_scores)
     unknown = [s for s in score_names if s not in SCORES]
@@ -164,38 +224,34 @@ def evaluate(
     sets = list(ood_sets.values()) if isinstance(ood_sets, Mapping) else list(ood_sets)
     mean, std = dataset.mean, dataset.std
 
-    def logits_of(name: str, x: Tensor) -> Tensor:
+    def predictive_logits_on(name: str, x: Tensor) -> Tensor:
         logits = predict_logits(model, x, mean, std, device=device, batch_size=batch_size)
         _check_finite(name, logits)
-        return logits
+        return predictive_logits(loss, logits, name)
 
-    test_logits = logits_of("the test split", dataset.test.x)
+    test_s = predictive_logits_on("the test split", dataset.test.x)
     test_labels = dataset.test.y.detach().cpu().to(torch.int64)
-    test_probs = _probabilities(loss, test_logits)
     metrics: dict[str, Any] = {}
     temperature = None
     if len(dataset.val.y) > 0:
-        val_logits = logits_of("the val split", dataset.val.x)
+        val_s = predictive_logits_on("the val split", dataset.val.x)
         val_labels = dataset.val.y.detach().cpu().to(torch.int64)
-        metrics["val"] = calibration_metrics(_probabilities(loss, val_logits), val_labels, n_bins)
-        temperature = fit_temperature(val_logits, val_labels, lambda z: _probabilities(loss, z))
-    metrics["test"] = calibration_metrics(test_probs, test_labels, n_bins)
-    ts_probs = None
+        metrics["val"] = logit_metrics(val_s, val_labels, n_bins)
+        temperature = fit_temperature(val_s, val_labels)
+    metrics["test"] = logit_metrics(test_s, test_labels, n_bins)
     if temperature is not None:
-        ts_probs = scaled_probabilities(test_logits, temperature, lambda z: _probabilities(loss, z))
         metrics["test_ts"] = {
             "temperature": temperature,
-            **calibration_metrics(ts_probs, test_labels, n_bins),
+            **logit_metrics(test_s.double() / temperature, test_labels, n_bins),
         }
     else:
         metrics["test_ts"] = None
 
-    id_scores = compute_ood_scores(test_logits, test_probs, score_names)
+    id_scores = compute_ood_scores(test_s, score_names)
     metrics["ood"] = {}
     ood_raw: dict[str, dict[str, Tensor]] = {}
     for ood in sets:
-        logits = logits_of(f"OOD set {ood.name}", ood.x)
-        scores = compute_ood_scores(logits, _probabilities(loss, logits), score_names)
+        scores = compute_ood_scores(predictive_logits_on(f"OOD set {ood.name}", ood.x), score_names)
         ood_raw[ood.name] = scores
         metrics["ood"][ood.name] = {s: ood_metrics(id_scores[s], scores[s]) for s in score_names}
 
@@ -204,8 +260,8 @@ def evaluate(
         plots = _draw(
             Path(plots_dir),
             dataset.name,
-            test_probs,
-            ts_probs,
+            scaled_probabilities(test_s, 1.0),
+            None if temperature is None else scaled_probabilities(test_s, temperature),
             test_labels,
             temperature,
             id_scores,
@@ -219,7 +275,7 @@ def evaluate(
         "ood_scores": score_names,
         "ts_fit_split": "val" if temperature is not None else None,
     }
-    return Evaluation(metrics, test_logits, test_labels, conventions, plots)
+    return Evaluation(metrics, test_s, test_labels, conventions, ood_raw, plots)
 
 
 def _draw(

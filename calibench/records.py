@@ -1,8 +1,15 @@
 """Run records: one validated JSON file per finished run, plus its saved test predictions.
 
 Layout, as fixed by the architecture: ``RESULTS/<protocol>/<run_id>/record.json``, beside the
-run's checkpoints and plots, and ``test_predictions.npz`` (test logits as float16 and labels,
-``np.savez_compressed``) that the leaderboard's bootstrap reads.
+run's checkpoints and plots, and two files that the leaderboard computes every column and
+interval from (``np.savez_compressed``, written atomically):
+
+- ``test_predictions.npz``: ``logits`` float32 ``(N, K)``, the test split's **predictive**
+  logits ``s = loss.predictive_logits(z)`` (not the raw logits; float32 because float16
+  overflows to inf above 65504), and ``labels`` int64 ``(N,)``;
+- ``ood_scores.npz``: one float64 ``(N_ood,)`` array per OOD set and score, key
+  ``"<ood_name>.<score>"`` (``gaussian.msp``); the ID scores are not saved, they are
+  :func:`calibench.metrics.ood_scores` of the test predictive logits.
 
 The record's fields are described by the JSON Schema ``calibench/record.schema.json`` shipped in
 the package (schema version :data:`SCHEMA_VERSION`). Writes are atomic: a temporary file in the
@@ -35,7 +42,7 @@ from calibench.errors import RecordError, UsageError
 from calibench.spec import RunSpec
 
 __all__ = [
-    "DEFAULT_CONVENTIONS",
+    "OOD_SCORES_FILENAME",
     "PREDICTIONS_FILENAME",
     "RECORD_FILENAME",
     "SCHEMA_VERSION",
@@ -45,33 +52,41 @@ __all__ = [
     "StoredRecord",
     "build_record",
     "code_info",
+    "default_conventions",
     "env_info",
     "iter_records",
+    "load_ood_scores",
     "load_predictions",
     "load_record",
     "record_path",
     "record_schema",
+    "save_ood_scores",
     "save_predictions",
     "validate_record",
     "write_record",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD_FILENAME = "record.json"
 PREDICTIONS_FILENAME = "test_predictions.npz"
+OOD_SCORES_FILENAME = "ood_scores.npz"
 STATUSES = ("completed", "diverged", "failed")
 MAX_RECORD_BYTES = 16 * 2**20
 
-#: Written into a record when the evaluator does not pass its own ``conventions``.
-DEFAULT_CONVENTIONS: dict[str, Any] = {
-    "n_bins": 15,
-    "norm": "l1",
-    "binning": "ece: equal-width; adaece: equal-mass",
-    "confidence": "top-label",
-    "fpr95": "OpenOOD v1.5: FPR at 95% TPR, OOD as the positive class",
-    "ood_scores_dtype": "float64",
-    "ts_fit_split": "val",
+_OLD_SCHEMAS = {
+    1: "written by an older calibench whose saved logits are raw (float16, not the loss's "
+    "predictive logits) and whose temperature scaling and OOD scores used the raw logits; "
+    "re-run it: delete its record.json and run 'calibench run' again (training resumes from "
+    "its final checkpoint, so only the evaluation is redone)",
 }
+
+
+def default_conventions() -> dict[str, Any]:
+    """The conventions written into a record when none are passed (a diverged or failed run):
+    :data:`calibench.evaluation.CONVENTIONS` with ``n_bins = 15``."""
+    from calibench.evaluation import CONVENTIONS
+
+    return {**CONVENTIONS, "n_bins": 15}
 
 
 # -- schema --------------------------------------------------------------------------------------
@@ -105,6 +120,8 @@ def validate_record(record: Mapping[str, Any], path: str | os.PathLike[str] | No
     if not isinstance(record, Mapping):
         raise RecordError(f"{where}a run record must be a JSON object, got {type(record).__name__}")
     version = record.get("schema_version")
+    if isinstance(version, int) and version in _OLD_SCHEMAS:
+        raise RecordError(f"{where}schema_version {version}: {_OLD_SCHEMAS[version]}")
     if version != SCHEMA_VERSION:
         raise RecordError(
             f"{where}unsupported schema_version {version!r}; this calibench reads version "
@@ -262,16 +279,22 @@ def build_record(
     ``{"val": {...}, "test": {"acc", "ece", "adaece", "cwece", "smece", "nll", "brier"},
     "test_ts": {"temperature", ...} | None, "ood": {set: {score: {"auroc", "aupr_in",
     "aupr_out", "fpr95"}}}}``, every value a fraction; non-finite values become null. Pass the
-    evaluation's ``conventions`` (default :data:`DEFAULT_CONVENTIONS`). ``loss_source`` defaults
+    evaluation's ``conventions`` (default :func:`default_conventions`). ``loss_source`` defaults
     to the loss registry entry's ``source.as_dict()``; ``code`` / ``env`` to :func:`code_info` /
     :func:`env_info` (``device`` names the accelerator); ``timing`` holds ``train_seconds`` and
     ``img_per_s`` (null when unknown); ``data`` the dataset's provenance; ``history`` the
     per-epoch training loss. ``artifacts`` names files beside the record, relative to its
-    folder: ``{"predictions": save_predictions(...), "plots": {"reliability": "reliability.png"}}``.
+    folder: ``{"predictions": save_predictions(...), "ood_scores": save_ood_scores(...) or None,
+    "plots": {"reliability": "reliability.png"}}``.
     A ``diverged`` or ``failed`` run needs a ``reason``. Raises :class:`RecordError` if the
     result does not validate.
     """
-    arts: dict[str, Any] = {"predictions": None, "plots": {}, **dict(artifacts or {})}
+    arts: dict[str, Any] = {
+        "predictions": None,
+        "ood_scores": None,
+        "plots": {},
+        **dict(artifacts or {}),
+    }
     if status not in STATUSES:
         raise RecordError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
     if status != "completed" and not reason:
@@ -292,7 +315,7 @@ def build_record(
             "source": dict(loss_source) if loss_source is not None else _loss_source(spec.loss),
         },
         "metrics": dict(metrics or {}),
-        "conventions": dict(conventions if conventions is not None else DEFAULT_CONVENTIONS),
+        "conventions": dict(conventions) if conventions is not None else default_conventions(),
         "code": dict(code) if code is not None else code_info(),
         "env": dict(env) if env is not None else env_info(device),
         "timing": timing,
@@ -448,20 +471,23 @@ def iter_records(
     return records, problems
 
 
-# -- predictions for the bootstrap ---------------------------------------------------------------
+# -- saved predictions and OOD scores, read by the leaderboard ----------------------------------
 @dataclass(frozen=True)
 class Predictions:
-    """Saved test predictions of one run: ``logits`` (N, K) float16 and ``labels`` (N,) int64."""
+    """Saved test predictions of one run: predictive ``logits`` (N, K) float32, ``labels`` (N,)
+    int64."""
 
     logits: np.ndarray
     labels: np.ndarray
 
 
 def save_predictions(run_dir: str | os.PathLike[str], logits: Any, labels: Any) -> str:
-    """Save test ``logits`` (as float16) and ``labels`` compressed, atomically, beside the record.
+    """Save the test **predictive** ``logits`` (as float32) and ``labels`` (int64), compressed,
+    atomically, beside the record.
 
-    Accepts numpy arrays or torch tensors (moved to the CPU). Returns the file name, relative to
-    ``run_dir``, for the record's ``artifacts.predictions``.
+    Accepts numpy arrays or torch tensors (moved to the CPU). Raises :class:`RecordError` for
+    mismatched shapes or logits that are not finite in float32. Returns the file name, relative
+    to ``run_dir``, for the record's ``artifacts.predictions``.
     """
     logits_np = _to_numpy(logits)
     labels_np = _to_numpy(labels)
@@ -470,12 +496,18 @@ def save_predictions(run_dir: str | os.PathLike[str], logits: Any, labels: Any) 
             f"predictions must be logits (N, K) and labels (N,), got {logits_np.shape} and "
             f"{labels_np.shape}"
         )
+    if not np.issubdtype(logits_np.dtype, np.floating):
+        raise RecordError(f"predictive logits must be floating point, got {logits_np.dtype}")
+    if not np.issubdtype(labels_np.dtype, np.integer):
+        raise RecordError(f"labels must be integers, got {labels_np.dtype}")
+    with np.errstate(over="ignore"):
+        logits32 = logits_np.astype(np.float32)
+    if not np.isfinite(logits32).all():
+        raise RecordError("predictive logits must be finite in float32 (|s| < 3.4e38)")
     target = Path(run_dir) / PREDICTIONS_FILENAME
     atomic_write(
         target,
-        lambda fh: np.savez_compressed(
-            fh, logits=logits_np.astype(np.float16), labels=labels_np.astype(np.int64)
-        ),
+        lambda fh: np.savez_compressed(fh, logits=logits32, labels=labels_np.astype(np.int64)),
     )
     return PREDICTIONS_FILENAME
 
@@ -490,16 +522,106 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def load_predictions(path: str | os.PathLike[str]) -> Predictions:
-    """Read a ``test_predictions.npz`` (no pickle); :class:`RecordError` if malformed."""
+    """Read a ``test_predictions.npz`` (no pickle); :class:`RecordError` if malformed.
+
+    The logits must be float32 (a float16 file was written by calibench before record schema
+    2, and holds raw logits).
+    """
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as npz:
             logits = np.asarray(npz["logits"])
             labels = np.asarray(npz["labels"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError) as exc:
         raise RecordError(f"{p}: cannot read saved predictions: {exc}") from None
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise RecordError(f"{p}: logits {logits.shape} and labels {labels.shape} do not match")
     if not np.issubdtype(labels.dtype, np.integer) or not np.issubdtype(logits.dtype, np.floating):
         raise RecordError(f"{p}: logits must be floating point and labels integer")
+    if logits.dtype != np.float32:
+        raise RecordError(
+            f"{p}: logits are {logits.dtype}, not float32; a float16 file was written by an "
+            "older calibench and holds raw logits, not predictive logits: re-run the evaluation"
+        )
+    if not np.isfinite(logits).all():
+        raise RecordError(f"{p}: saved predictive logits contain NaN or inf")
     return Predictions(logits=logits, labels=labels.astype(np.int64))
+
+
+def _check_ood_key(ood_name: str, score: str) -> str:
+    if not isinstance(ood_name, str) or not ood_name or "/" in ood_name:
+        raise RecordError(f"OOD set name {ood_name!r} cannot name a saved score array")
+    if not isinstance(score, str) or not score or "." in score or "/" in score:
+        raise RecordError(f"OOD score name {score!r} cannot name a saved score array")
+    return f"{ood_name}.{score}"
+
+
+def save_ood_scores(
+    run_dir: str | os.PathLike[str], scores: Mapping[str, Mapping[str, Any]]
+) -> str:
+    """Save the per-image OOD scores ``{ood_name: {score: (N_ood,) array}}`` as float64,
+    compressed, atomically, beside the record; key ``"<ood_name>.<score>"``.
+
+    Accepts numpy arrays or torch tensors. Raises :class:`RecordError` when there is nothing
+    to save, an array is not 1-D, empty or not finite, or the scores of one set differ in
+    length. Returns the file name for the record's ``artifacts.ood_scores``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for ood_name, per_score in scores.items():
+        sizes = set()
+        for score, values in per_score.items():
+            key = _check_ood_key(ood_name, score)
+            arr = _to_numpy(values)
+            if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number):
+                raise RecordError(
+                    f"OOD scores {key} must be a non-empty 1-D numeric array, got "
+                    f"{arr.dtype} {arr.shape}"
+                )
+            arr = arr.astype(np.float64)
+            if not np.isfinite(arr).all():
+                raise RecordError(f"OOD scores {key} contain NaN or inf")
+            sizes.add(arr.size)
+            arrays[key] = arr
+        if len(sizes) > 1:
+            raise RecordError(f"the scores of OOD set {ood_name} differ in length: {sorted(sizes)}")
+    if not arrays:
+        raise RecordError("no OOD scores to save; record artifacts.ood_scores as null instead")
+    target = Path(run_dir) / OOD_SCORES_FILENAME
+    atomic_write(target, lambda fh: np.savez_compressed(fh, **arrays))
+    return OOD_SCORES_FILENAME
+
+
+def load_ood_scores(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Read an ``ood_scores.npz`` (no pickle) as ``{ood_name: {score: (N_ood,) float64}}``.
+
+    Keys split at their last dot. Raises :class:`RecordError` if the file is unreadable or
+    empty, a key is not ``"<ood_name>.<score>"``, an array is not a non-empty finite 1-D float64
+    array, or the scores of one set differ in length.
+    """
+    p = Path(path)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            for key in npz.files:
+                ood_name, dot, score = key.rpartition(".")
+                if not dot or not ood_name or not score:
+                    raise RecordError(f"{p}: key {key!r} is not '<ood_name>.<score>'")
+                arr = np.asarray(npz[key])
+                if arr.dtype != np.float64 or arr.ndim != 1 or arr.size == 0:
+                    raise RecordError(
+                        f"{p}: {key} must be a non-empty 1-D float64 array, got {arr.dtype} "
+                        f"{arr.shape}"
+                    )
+                if not np.isfinite(arr).all():
+                    raise RecordError(f"{p}: {key} contains NaN or inf")
+                out.setdefault(ood_name, {})[score] = arr
+    except RecordError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise RecordError(f"{p}: cannot read saved OOD scores: {exc}") from None
+    if not out:
+        raise RecordError(f"{p}: holds no OOD scores")
+    for ood_name, per_score in out.items():
+        if len({a.size for a in per_score.values()}) > 1:
+            raise RecordError(f"{p}: the scores of OOD set {ood_name} differ in length")
+    return out

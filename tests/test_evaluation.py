@@ -1,4 +1,5 @@
-"""The evaluator on a tiny model: structure of the result, probabilities, TS, OOD, plots, errors."""
+"""The evaluator on a tiny model: structure of the result, predictive logits, TS, OOD, plots,
+errors."""
 
 from __future__ import annotations
 
@@ -14,15 +15,26 @@ from torch import nn
 from calibench.data.datasets import ImageDataset, Split
 from calibench.data.ood import OODSet
 from calibench.errors import UsageError
-from calibench.evaluation import Evaluation, NonFiniteLogitsError, evaluate, predict_logits
+from calibench.evaluation import (
+    CONVENTIONS,
+    Evaluation,
+    NonFiniteLogitsError,
+    NonFinitePredictiveLogitsError,
+    evaluate,
+    predict_logits,
+)
 from calibench.losses.base import CalibrationLoss
 from calibench.metrics import (
+    AUPR_CONVENTION,
     CALIBRATION_KEYS,
     FPR95_CONVENTION,
     OOD_KEYS,
-    calibration_metrics,
     fit_temperature,
+    logit_metrics,
+    ood_metrics,
+    ood_scores,
 )
+from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -68,9 +80,19 @@ class MeanPixel(nn.Module):
 
 
 class HalfTemperatureLoss(CalibrationLoss):
-    """A loss whose predictive distribution is softmax(2 z), not softmax(z)."""
+    """A loss whose predictive logits are 2 z, so its distribution is softmax(2 z)."""
 
     def compute(self, logits, targets):
+        return nn.functional.cross_entropy(2 * logits, targets)
+
+    def predictive_logits(self, logits):
+        return 2 * logits
+
+
+class ProbabilitiesOnlyLoss(nn.Module):
+    """A plugin-style loss that defines only ``probabilities`` (softmax(2 z))."""
+
+    def forward(self, logits, targets):
         return nn.functional.cross_entropy(2 * logits, targets)
 
     def probabilities(self, logits):
@@ -101,10 +123,20 @@ def test_result_structure_and_json(toy: ImageDataset, tmp_path, fast_smece) -> N
     assert set(ev.metrics["ood"]["noise"]) == {"msp", "energy", "maxlogit"}
     assert set(ev.metrics["ood"]["noise"]["msp"]) == set(OOD_KEYS)
     assert ev.metrics["test"]["acc"] > 0.75  # the toy task is learnable from the mean pixel
-    assert ev.test_logits.dtype == torch.float32 and ev.test_logits.shape == (300, 3)
+    s = ev.test_predictive_logits
+    assert s.dtype == torch.float32 and s.shape == (300, 3)
     assert torch.equal(ev.test_labels, toy.test.y)
-    assert ev.conventions["n_bins"] == 15 and ev.conventions["norm"] == "l1"
-    assert ev.conventions["fpr95"] == FPR95_CONVENTION and ev.conventions["ts_fit_split"] == "val"
+    assert set(ev.ood_scores) == {"noise"}
+    assert set(ev.ood_scores["noise"]) == {"msp", "energy", "maxlogit"}
+    for scores in ev.ood_scores["noise"].values():
+        assert scores.dtype == torch.float64 and scores.shape == (150,)
+    c = ev.conventions
+    assert c["n_bins"] == 15 and c["norm"] == "l1" and c["ts_fit_split"] == "val"
+    assert c["fpr95"] == FPR95_CONVENTION and c["aupr"] == AUPR_CONVENTION
+    assert c["interval"] == INTERVAL_CONVENTION and c["significance"] == SIGNIFICANCE_CONVENTION
+    assert "loss.predictive_logits" in c["predictive_logits"]
+    assert "softmax(s_val / T)" in c["ts"] and "no floor" in c["nll"]
+    assert "nll_floor" not in c and c == {**CONVENTIONS, **c}
     assert set(ev.plots) == {"reliability", "reliability_ts", "ood_noise"}
     for path in ev.plots.values():
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -114,37 +146,91 @@ def test_metrics_agree_with_the_parts(toy: ImageDataset, fast_smece) -> None:
     from calibench.losses.ce import CrossEntropyLoss
 
     model = MeanPixel()
-    ev = evaluate(model, CrossEntropyLoss(), toy, [], device="cpu")
+    ev = evaluate(model, CrossEntropyLoss(), toy, [ood()], device="cpu")
     logits = predict_logits(model, toy.test.x, MEAN, STD, device="cpu")
-    assert torch.equal(logits, ev.test_logits)
-    probs = torch.softmax(logits.double(), 1)
-    assert ev.metrics["test"] == calibration_metrics(probs, toy.test.y)
+    assert torch.equal(logits, ev.test_predictive_logits)  # cross-entropy: s = z
+    assert ev.metrics["test"] == logit_metrics(logits, toy.test.y)
     val_logits = predict_logits(model, toy.val.x, MEAN, STD, device="cpu")
     t = fit_temperature(val_logits, toy.val.y)
-    assert ev.metrics["test_ts"]["temperature"] == pytest.approx(t)
-    want = calibration_metrics(torch.softmax(logits.double() / t, 1), toy.test.y)
-    assert ev.metrics["test_ts"]["nll"] == pytest.approx(want["nll"])
-    assert ev.metrics["ood"] == {}
+    assert ev.metrics["test_ts"]["temperature"] == t
+    want = logit_metrics(logits.double() / t, toy.test.y)
+    assert ev.metrics["test_ts"] == {"temperature": t, **want}
+    ood_logits = predict_logits(model, ood().x, MEAN, STD, device="cpu")
+    assert {k: v.tolist() for k, v in ev.ood_scores["noise"].items()} == {
+        k: v.tolist() for k, v in ood_scores(ood_logits).items()
+    }
     assert ev.plots == {}
 
 
-def test_the_loss_defines_the_probabilities(toy: ImageDataset, fast_smece) -> None:
+def test_every_number_is_recomputed_from_the_saved_arrays(toy: ImageDataset, fast_smece) -> None:
+    # what the leaderboard does: test predictive logits (float32) and OOD scores, no loss
+    ev = evaluate(MeanPixel(sharpness=0.5), HalfTemperatureLoss(), toy, [ood()], device="cpu")
+    s = torch.from_numpy(ev.test_predictive_logits.numpy().copy())
+    assert ev.metrics["test"] == logit_metrics(s, ev.test_labels)
+    t = ev.metrics["test_ts"]["temperature"]
+    assert ev.metrics["test_ts"] == {
+        "temperature": t,
+        **logit_metrics(s.double() / t, ev.test_labels),
+    }
+    id_scores = ood_scores(s)
+    for name, want in ev.metrics["ood"]["noise"].items():
+        assert ood_metrics(id_scores[name], ev.ood_scores["noise"][name]) == want
+
+
+def test_the_loss_defines_the_predictive_logits(toy: ImageDataset, fast_smece) -> None:
     from calibench.losses.ce import CrossEntropyLoss
 
     model = MeanPixel(sharpness=0.5)
     plain = evaluate(model, CrossEntropyLoss(), toy, [ood()], device="cpu")
     sharp = evaluate(model, HalfTemperatureLoss(), toy, [ood()], device="cpu")
-    probs = torch.softmax(2 * plain.test_logits.double(), 1)
-    assert sharp.metrics["test"] == calibration_metrics(probs, toy.test.y)
+    z = plain.test_predictive_logits
+    assert torch.equal(sharp.test_predictive_logits, 2 * z)
+    assert sharp.metrics["test"] == logit_metrics(2 * z, toy.test.y)
     assert sharp.metrics["test"]["nll"] != plain.metrics["test"]["nll"]
-    # TS scales the logits the loss sees, so the fitted T doubles and post-TS metrics agree
+    # TS divides the predictive logits, so the fitted T doubles and post-TS metrics agree
     t_plain = plain.metrics["test_ts"]["temperature"]
-    assert sharp.metrics["test_ts"]["temperature"] == pytest.approx(2 * t_plain, rel=1e-4)
+    assert sharp.metrics["test_ts"]["temperature"] == pytest.approx(2 * t_plain, rel=1e-6)
     assert sharp.metrics["test_ts"]["nll"] == pytest.approx(
-        plain.metrics["test_ts"]["nll"], abs=1e-6
+        plain.metrics["test_ts"]["nll"], abs=1e-9
     )
-    # energy and maxlogit use the raw logits; msp uses the loss's probabilities
-    assert sharp.metrics["ood"]["noise"]["energy"] == plain.metrics["ood"]["noise"]["energy"]
+    # every OOD score comes from the predictive logits 2 z: energy = logsumexp(2 z)
+    z_ood = predict_logits(model, ood().x, MEAN, STD, device="cpu")
+    want = ood_metrics(torch.logsumexp(2 * z.double(), 1), torch.logsumexp(2 * z_ood.double(), 1))
+    assert sharp.metrics["ood"]["noise"]["energy"] == want
+    assert sharp.metrics["ood"]["noise"]["energy"] != plain.metrics["ood"]["noise"]["energy"]
+    # a loss with only probabilities: s = log(probabilities), the same distribution
+    plugin = evaluate(model, ProbabilitiesOnlyLoss(), toy, [], device="cpu")
+    for key in CALIBRATION_KEYS:
+        assert plugin.metrics["test"][key] == pytest.approx(sharp.metrics["test"][key], abs=1e-6)
+
+
+class ConstantLogits(nn.Module):
+    """Raw logits [-9, -8, -10] for every image, plus a tiny image-dependent jitter."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = torch.tensor([-9.0, -8.0, -10.0])
+        return base + 1e-3 * x.mean(dim=(1, 2, 3))[:, None]
+
+
+@pytest.mark.parametrize("loss_name", ["iq-fkl", "iq-hellinger", "iq-js"])
+def test_temperature_scaling_keeps_the_argmax_of_the_predictive_logits(
+    toy: ImageDataset, fast_smece, loss_name: str
+) -> None:
+    # issue 10: with these IQ energy maps, softmax(m(z / T) / alpha) at T = 0.01 predicted class
+    # 0 for raw logits [-9, -8, -10]; dividing the predictive logits keeps class 1
+    from calibench.registry import create_loss
+
+    loss = create_loss(loss_name)
+    val = dataclasses.replace(toy.val, y=torch.ones_like(toy.val.y))  # all class 1: T -> T_MIN
+    ev = evaluate(ConstantLogits(), loss, dataclasses.replace(toy, val=val), [], device="cpu")
+    t = ev.metrics["test_ts"]["temperature"]
+    assert t == pytest.approx(0.01)
+    assert ev.test_predictive_logits.argmax(1).unique().tolist() == [1]
+    share_of_class_1 = float((toy.test.y == 1).double().mean())
+    assert ev.metrics["test"]["acc"] == ev.metrics["test_ts"]["acc"] == share_of_class_1
+    # the old definition would have changed the prediction
+    z = ConstantLogits()(torch.zeros(1, 3, 32, 32))
+    assert loss.probabilities(z.double() / t).argmax(1).tolist() == [0]
 
 
 def test_without_val_there_is_no_temperature(toy: ImageDataset, fast_smece) -> None:
@@ -165,6 +251,15 @@ def test_diverged_model_is_reported(toy: ImageDataset, fast_smece) -> None:
 
     with pytest.raises(NonFiniteLogitsError, match="diverged"):
         evaluate(NaNModel(), CrossEntropyLoss(), toy, [], device="cpu")
+
+
+def test_non_finite_predictive_logits_are_reported(toy: ImageDataset, fast_smece) -> None:
+    class UnderflowingLoss(nn.Module):
+        def probabilities(self, logits):
+            return torch.softmax(1e4 * logits, dim=-1)  # exact zeros: log gives -inf
+
+    with pytest.raises(NonFinitePredictiveLogitsError, match="predictive_logits"):
+        evaluate(MeanPixel(), UnderflowingLoss(), toy, [], device="cpu")
 
 
 def test_unknown_score(toy: ImageDataset, fast_smece) -> None:
@@ -192,7 +287,7 @@ def test_real_cifar10_prefix(shared_data_dir, tmp_path) -> None:
     )
     gauss = create_ood("gaussian", like=ds)
     ev = evaluate(model, CrossEntropyLoss(), ds, [gauss], device="cpu", plots_dir=tmp_path)
-    assert ev.test_logits.shape == (300, 10)
+    assert ev.test_predictive_logits.shape == (300, 10)
     assert all(math.isfinite(v) for v in ev.metrics["test"].values())
     assert 0.0 <= ev.metrics["ood"]["gaussian"]["msp"]["auroc"] <= 1.0
     assert (tmp_path / "ood_gaussian.png").is_file()

@@ -15,9 +15,11 @@ from calibench.errors import RecordError, UsageError
 from calibench.records import (
     build_record,
     iter_records,
+    load_ood_scores,
     load_predictions,
     load_record,
     record_path,
+    save_ood_scores,
     save_predictions,
     validate_record,
     write_record,
@@ -131,6 +133,7 @@ def test_write_is_atomic_on_failure(tmp_path, monkeypatch):
         (lambda r: r.update(schema_version=99), "unsupported schema_version 99"),
         (lambda r: r["artifacts"].update(predictions="../../etc/passwd"), "artifacts/predictions"),
         (lambda r: r["artifacts"].update(predictions="/abs/preds.npz"), "artifacts/predictions"),
+        (lambda r: r["artifacts"].update(ood_scores="../scores.npz"), "artifacts/ood_scores"),
         (lambda r: r.update(created_at="yesterday"), "created_at"),
         (lambda r: r.update(extra=1), "extra"),
     ],
@@ -173,7 +176,7 @@ def test_iter_records_reports_and_skips_malformed(tmp_path):
     other = write_record(tmp_path / "smoke" / "x" / "record.json", record(spec_kw={"seed": 1}))
     broken = tmp_path / "smoke" / "broken" / "record.json"
     broken.parent.mkdir()
-    broken.write_text('{"schema_version": 1}')
+    broken.write_text('{"schema_version": 2}')
     copy = tmp_path / "elsewhere" / "record.json"
     copy.parent.mkdir()
     copy.write_bytes(good.read_bytes())
@@ -196,15 +199,58 @@ def test_iter_records_needs_a_folder(tmp_path):
         iter_records(tmp_path / "nope")
 
 
-def test_predictions_round_trip_as_float16(tmp_path):
-    logits = np.random.default_rng(0).normal(size=(50, 10)).astype(np.float32)
+def test_version_1_records_are_refused_with_the_reason(tmp_path):
+    rec = json.loads(json.dumps(record()))
+    rec["schema_version"] = 1
+    path = tmp_path / "run" / "record.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(rec))
+    with pytest.raises(
+        RecordError, match="schema_version 1: written by an older calibench"
+    ) as info:
+        load_record(path)
+    message = str(info.value)
+    assert str(path) in message and "saved logits are raw" in message and "re-run" in message
+    _, problems = iter_records(tmp_path)
+    assert [p.path for p in problems] == [path] and "older calibench" in problems[0].message
+
+
+def test_build_record_states_the_conventions_and_both_artifacts():
+    from calibench.evaluation import CONVENTIONS
+
+    rec = record()
+    assert rec["schema_version"] == records.SCHEMA_VERSION == 2
+    assert rec["artifacts"] == {"predictions": None, "ood_scores": None, "plots": {}}
+    assert rec["conventions"] == {**CONVENTIONS, "n_bins": 15}
+    for key in ("predictive_logits", "ts", "nll", "ood_score_definitions", "aupr", "fpr95"):
+        assert rec["conventions"][key], key
+    assert rec["conventions"]["interval"] and rec["conventions"]["significance"]
+    arts = {"predictions": "test_predictions.npz", "ood_scores": "ood_scores.npz"}
+    assert record(artifacts=arts)["artifacts"] == {**arts, "plots": {}}
+
+
+def test_predictions_round_trip_exactly_as_float32(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 10)).astype(np.float32) * 30
+    logits[0, 3] = 70000.0  # above float16's largest finite value, 65504
+    logits[1, 2] = -1e6
     labels = np.arange(50) % 10
     name = save_predictions(tmp_path, logits, labels)
     preds = load_predictions(tmp_path / name)
-    assert preds.logits.dtype == np.float16 and preds.labels.dtype == np.int64
-    np.testing.assert_allclose(preds.logits, logits, atol=4e-3)
+    assert preds.logits.dtype == np.float32 and preds.labels.dtype == np.int64
+    np.testing.assert_array_equal(preds.logits, logits)
     np.testing.assert_array_equal(preds.labels, labels)
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_float64_predictions_are_rounded_to_float32_once(tmp_path):
+    import torch
+
+    logits = torch.tensor([[1 / 3, 1e5], [-2.5, 0.1]], dtype=torch.float64)
+    preds = load_predictions(tmp_path / save_predictions(tmp_path, logits, torch.tensor([0, 1])))
+    np.testing.assert_array_equal(preds.logits, logits.numpy().astype(np.float32))
+    with pytest.raises(RecordError, match="finite in float32"):
+        save_predictions(tmp_path, np.array([[1e39, 0.0]]), np.array([0]))
 
 
 def test_predictions_are_never_unpickled(tmp_path):
@@ -213,8 +259,83 @@ def test_predictions_are_never_unpickled(tmp_path):
     with pytest.raises(RecordError, match="cannot read saved predictions"):
         load_predictions(path)
     with pytest.raises(RecordError, match="do not match"):
-        np.savez(path, logits=np.zeros((3, 2), np.float16), labels=np.zeros(4, np.int64))
+        np.savez(path, logits=np.zeros((3, 2), np.float32), labels=np.zeros(4, np.int64))
         load_predictions(path)
+
+
+def test_float16_predictions_of_older_runs_are_refused(tmp_path):
+    path = tmp_path / "test_predictions.npz"
+    np.savez(path, logits=np.zeros((3, 2), np.float16), labels=np.zeros(3, np.int64))
+    with pytest.raises(RecordError, match=r"float16.*raw logits"):
+        load_predictions(path)
+
+
+def test_ood_scores_round_trip(tmp_path):
+    import torch
+
+    rng = np.random.default_rng(1)
+    scores = {
+        "gaussian": {
+            "msp": torch.from_numpy(rng.uniform(size=40)),
+            "energy": torch.from_numpy(rng.normal(size=40) * 1e5),
+        },
+        "svhn": {"msp": rng.uniform(size=25), "maxlogit": rng.normal(size=25)},
+    }
+    name = save_ood_scores(tmp_path, scores)
+    assert name == records.OOD_SCORES_FILENAME == "ood_scores.npz"
+    with np.load(tmp_path / name) as npz:
+        assert sorted(npz.files) == [
+            "gaussian.energy",
+            "gaussian.msp",
+            "svhn.maxlogit",
+            "svhn.msp",
+        ]
+    loaded = load_ood_scores(tmp_path / name)
+    assert {k: sorted(v) for k, v in loaded.items()} == {
+        "gaussian": ["energy", "msp"],
+        "svhn": ["maxlogit", "msp"],
+    }
+    for ood_name, per_score in scores.items():
+        for score, values in per_score.items():
+            got = loaded[ood_name][score]
+            assert got.dtype == np.float64
+            np.testing.assert_array_equal(got, np.asarray(values))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize(
+    ("scores", "match"),
+    [
+        ({}, "no OOD scores"),
+        ({"svhn": {"msp": np.zeros((2, 2))}}, "1-D"),
+        ({"svhn": {"msp": np.array([np.nan])}}, "NaN"),
+        ({"svhn": {"msp": np.zeros(3), "energy": np.zeros(4)}}, "differ in length"),
+        ({"svhn": {"m.sp": np.zeros(3)}}, "score name"),
+        ({"a/b": {"msp": np.zeros(3)}}, "OOD set name"),
+    ],
+)
+def test_bad_ood_scores_are_refused(tmp_path, scores, match):
+    with pytest.raises(RecordError, match=match):
+        save_ood_scores(tmp_path, scores)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [
+        ({}, "holds no OOD scores"),
+        ({"svhnmsp": np.zeros(3)}, "not '<ood_name>.<score>'"),
+        ({"svhn.msp": np.zeros(3, np.float32)}, "float64"),
+        ({"svhn.msp": np.array([np.inf])}, "NaN or inf"),
+        ({"svhn.msp": np.zeros(3), "svhn.energy": np.zeros(2)}, "differ in length"),
+        ({"svhn.msp": np.array([{"evil": 1}], dtype=object)}, "cannot read"),
+    ],
+)
+def test_malformed_ood_score_files_raise_record_error(tmp_path, arrays, match):
+    path = tmp_path / "ood_scores.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(RecordError, match=match):
+        load_ood_scores(path)
 
 
 def test_stored_record_artifacts_stay_inside_the_run_folder(tmp_path):

@@ -1,6 +1,9 @@
 """Calibration and OOD metrics, OOD scores, temperature scaling and bootstrap intervals.
 
-Pure functions on tensors; see each module for formulas, defaults and references.
+Pure functions on tensors; see each module for formulas, defaults and references. Everything that
+describes a model's predictive distribution takes **predictive logits** ``s``
+(``loss.predictive_logits(z)``, see :func:`calibench.losses.base.predictive_logits_of`):
+:func:`logit_metrics`, :func:`fit_temperature` (``softmax(s / T)``) and :func:`ood_scores`.
 """
 
 from __future__ import annotations
@@ -9,15 +12,18 @@ from calibench.metrics.bootstrap import FAST_METRICS, bootstrap_ci, bootstrap_di
 from calibench.metrics.calibration import (
     CALIBRATION_KEYS,
     calibration_metrics,
+    check_logits_labels,
     check_probs_labels,
+    logit_metrics,
     reliability_bins,
     top_label,
 )
-from calibench.metrics.ood import FPR95_CONVENTION, OOD_KEYS, ood_metrics
+from calibench.metrics.ood import AUPR_CONVENTION, FPR95_CONVENTION, OOD_KEYS, ood_metrics
 from calibench.metrics.scores import SCORES, ood_scores
-from calibench.metrics.temperature import fit_temperature, scaled_probabilities
+from calibench.metrics.temperature import fit_temperature, scaled_probabilities, temperature_nll
 
 __all__ = [
+    "AUPR_CONVENTION",
     "CALIBRATION_KEYS",
     "FAST_METRICS",
     "FPR95_CONVENTION",
@@ -26,11 +32,14 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_distribution",
     "calibration_metrics",
+    "check_logits_labels",
     "check_probs_labels",
     "fit_temperature",
+    "logit_metrics",
     "ood_metrics",
     "ood_scores",
     "reliability_bins",
     "scaled_probabilities",
+    "temperature_nll",
     "top_label",
 ]

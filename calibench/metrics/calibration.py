@@ -1,7 +1,9 @@
 """Calibration metrics of a predictive distribution: accuracy, binned ECEs, smooth ECE, NLL, Brier.
 
-Every metric is computed in float64 from probabilities ``(N, K)`` and int64 labels ``(N,)`` and
-returned as a fraction (not a percentage). The binned errors come from torchmetrics /
+Every metric is computed in float64 and returned as a fraction (not a percentage), either from
+predictive logits ``s (N, K)`` (:func:`logit_metrics`, what the evaluator and the leaderboard use:
+the distribution is ``softmax(s)`` and the NLL is exact, ``log_softmax``) or from probabilities
+``(N, K)`` (:func:`calibration_metrics`); labels are int64 ``(N,)``. The binned errors come from torchmetrics /
 torch-uncertainty; calibench only fixes their bin edges:
 
 - torchmetrics bins with ``bucketize(c, edges, right=True) - 1`` on ``linspace(0, 1, M + 1)``, so
@@ -31,8 +33,10 @@ __all__ = [
     "bin_edges",
     "binned_ece",
     "calibration_metrics",
+    "check_logits_labels",
     "check_probs_labels",
     "classwise_ece",
+    "logit_metrics",
     "reliability_bins",
     "smooth_ece",
     "top_label",
@@ -40,8 +44,6 @@ __all__ = [
 
 CALIBRATION_KEYS: tuple[str, ...] = ("acc", "ece", "adaece", "cwece", "smece", "nll", "brier")
 SUM_TOLERANCE = 1e-3
-NLL_FLOOR = 1e-12
-"""Probabilities of the true class are clamped at this floor before the log, so NLL stays finite."""
 
 
 def check_n_bins(n_bins: int) -> int:
@@ -89,6 +91,35 @@ def check_probs_labels(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     if lmin < 0 or lmax >= k:
         raise UsageError(f"labels must lie in [0, {k}) for K={k} classes, got [{lmin}, {lmax}]")
     return probs, labels
+
+
+def check_logits_labels(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate predictive logits ``(N, K)`` and ``labels (N,)``; return float64 / int64 on the CPU.
+
+    Raises :class:`UsageError` unless the logits are finite floating point with ``K >= 2`` and
+    ``N >= 1``, and labels are integers in ``[0, K)``.
+    """
+    if not isinstance(logits, Tensor) or not isinstance(labels, Tensor):
+        raise UsageError("logits and labels must be torch tensors")
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise UsageError(f"logits must have shape (N, K) with K >= 2, got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise UsageError(f"logits must be floating point, got {logits.dtype}")
+    n, k = logits.shape
+    if n == 0:
+        raise UsageError("logits is empty: metrics need at least one sample")
+    if labels.shape != (n,):
+        raise UsageError(f"labels must have shape (N,) = ({n},), got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise UsageError(f"labels must be integer class indices, got {labels.dtype}")
+    logits = logits.detach().to("cpu", torch.float64)
+    labels = labels.detach().to("cpu", torch.int64)
+    if not bool(torch.isfinite(logits).all()):
+        raise UsageError("logits contain NaN or inf; the model has diverged or the input is bad")
+    lmin, lmax = int(labels.min()), int(labels.max())
+    if lmin < 0 or lmax >= k:
+        raise UsageError(f"labels must lie in [0, {k}) for K={k} classes, got [{lmin}, {lmax}]")
+    return logits, labels
 
 
 def top_label(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -257,7 +288,9 @@ def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict
     - ``adaece``: top-label ECE, ``n_bins`` equal-mass bins, L1 (:func:`adaptive_ece`);
     - ``cwece``: classwise ECE, ``n_bins`` equal-width bins per class (:func:`classwise_ece`);
     - ``smece``: smooth ECE with the fixed-point bandwidth (:func:`smooth_ece`);
-    - ``nll``: :math:`-\frac1N\sum_i \log \max(p_{i,y_i}, 10^{-12})`;
+    - ``nll``: :math:`-\frac1N\sum_i \log p_{i,y_i}`, exact (no floor: ``inf`` when a true class
+      has probability 0; from logits, :func:`logit_metrics` computes it without the round trip
+      through probabilities);
     - ``brier``: :math:`\frac1N\sum_i\sum_k (p_{ik} - 1[y_i = k])^2` (multiclass Brier, Brier 1950),
       in ``[0, 2]``.
 
@@ -266,8 +299,29 @@ def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict
     """
     check_n_bins(n_bins)
     probs, labels = check_probs_labels(probs, labels)
-    conf, correct = top_label(probs, labels)
     p_true = probs.gather(1, labels[:, None]).squeeze(1)
+    return _metrics(probs, labels, n_bins, float(-p_true.log().mean()))
+
+
+def logit_metrics(logits: Tensor, labels: Tensor, n_bins: int = 15) -> dict[str, float]:
+    r"""All calibration metrics of the predictive distribution ``softmax(logits)``, as fractions.
+
+    ``logits (N, K)`` are **predictive** logits ``s`` (``loss.predictive_logits(z)``, whose softmax
+    is the loss's predictive distribution; after temperature scaling ``s / T``). Same keys and
+    definitions as :func:`calibration_metrics` on ``softmax(s)`` in float64, except that ``nll``
+    is computed exactly from the logits, :math:`-\frac1N\sum_i \log\operatorname{softmax}(s_i)_{y_i}`
+    (``torch.nn.functional.cross_entropy``, i.e. ``log_softmax``): finite for every finite ``s``,
+    with no floor. Raises :class:`UsageError` for malformed inputs (see
+    :func:`check_logits_labels`) or a non-positive ``n_bins``.
+    """
+    check_n_bins(n_bins)
+    logits, labels = check_logits_labels(logits, labels)
+    nll = float(torch.nn.functional.cross_entropy(logits, labels))
+    return _metrics(torch.softmax(logits, dim=1), labels, n_bins, nll)
+
+
+def _metrics(probs: Tensor, labels: Tensor, n_bins: int, nll: float) -> dict[str, float]:
+    conf, correct = top_label(probs, labels)
     onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
     return {
         "acc": float(correct.mean()),
@@ -275,6 +329,6 @@ def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict
         "adaece": adaptive_ece(conf, correct, n_bins),
         "cwece": classwise_ece(probs, labels, n_bins),
         "smece": smooth_ece(conf, correct),
-        "nll": float(-p_true.clamp_min(NLL_FLOOR).log().mean()),
+        "nll": nll,
         "brier": float((probs - onehot).square().sum(dim=1).mean()),
     }

@@ -55,7 +55,12 @@ def train_and_record(
     evaluation = _evaluate(result, spec, directory, data_root)
     artifacts = {
         "predictions": records.save_predictions(
-            directory, evaluation.test_logits, evaluation.test_labels
+            directory, evaluation.test_predictive_logits, evaluation.test_labels
+        ),
+        "ood_scores": (
+            records.save_ood_scores(directory, evaluation.ood_scores)
+            if evaluation.ood_scores
+            else None
         ),
         "plots": {
             name: Path(path).resolve().relative_to(directory.resolve()).as_posix()

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calibench.errors import UsageError
-from calibench.metrics import CALIBRATION_KEYS, calibration_metrics
+from calibench.metrics import CALIBRATION_KEYS, calibration_metrics, logit_metrics
 from calibench.metrics.calibration import adaptive_ece, binned_ece, classwise_ece
 
 
@@ -58,7 +58,7 @@ def reference_metrics(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) ->
         "ece": reference_ece(conf, correct, n_bins),
         "adaece": reference_adaece(conf, correct, n_bins),
         "cwece": sum(cw) / k,
-        "nll": -sum(math.log(max(r[y], 1e-12)) for r, y in zip(rows, ys, strict=True)) / len(ys),
+        "nll": -sum(math.log(r[y]) for r, y in zip(rows, ys, strict=True)) / len(ys),
         "brier": sum(
             sum((p - (1.0 if c == y else 0.0)) ** 2 for c, p in enumerate(r))
             for r, y in zip(rows, ys, strict=True)
@@ -165,9 +165,71 @@ def _top(probs, labels):
     return conf.tolist(), (pred == labels).double().tolist()
 
 
-def test_nll_is_finite_when_the_true_class_has_probability_zero() -> None:
+def test_nll_from_probabilities_has_no_floor() -> None:
     probs = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    assert calibration_metrics(probs, torch.tensor([1]))["nll"] == pytest.approx(-math.log(1e-12))
+    assert calibration_metrics(probs, torch.tensor([1]))["nll"] == math.inf
+    # -log(1e-14) is beyond the old 1e-12 floor (27.6)
+    probs = torch.tensor([[1.0 - 1e-14, 1e-14]], dtype=torch.float64)
+    assert calibration_metrics(probs, torch.tensor([1]))["nll"] == pytest.approx(14 * math.log(10))
+
+
+def reference_nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """-mean log softmax(s)_y, in pure Python with the max subtracted first."""
+    total = 0.0
+    for row, y in zip(logits.tolist(), labels.tolist(), strict=True):
+        top = max(row)
+        total += top + math.log(math.fsum(math.exp(v - top) for v in row)) - row[y]
+    return total / len(labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_logit_metrics_are_the_metrics_of_softmax_with_an_exact_nll(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(300, 5, generator=g, dtype=torch.float64) * 4
+    labels = torch.randint(0, 5, (300,), generator=g)
+    got = logit_metrics(logits, labels, n_bins=10)
+    want = calibration_metrics(torch.softmax(logits, 1), labels, n_bins=10)
+    assert set(got) == set(CALIBRATION_KEYS)
+    for key in CALIBRATION_KEYS:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+    assert got["nll"] == pytest.approx(reference_nll(logits, labels), rel=1e-12)
+
+
+def test_logit_nll_is_exact_far_beyond_the_old_floor() -> None:
+    # wrong by margins 40 and 800: the old floor gave 27.63 for both; softmax(800) underflows
+    logits = torch.tensor([[0.0, 40.0], [0.0, 800.0], [3.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0])
+    got = logit_metrics(logits, labels)["nll"]
+    assert got == pytest.approx(reference_nll(logits, labels), rel=1e-12)
+    assert got == pytest.approx((40 + 800 + math.log1p(math.exp(-3))) / 3, rel=1e-9)
+    assert calibration_metrics(torch.softmax(logits, 1), labels)["nll"] == math.inf
+
+
+def test_logit_metrics_accept_float32_and_are_shift_invariant() -> None:
+    g = torch.Generator().manual_seed(7)
+    logits = (torch.randn(200, 4, generator=g) * 3).float()
+    labels = torch.randint(0, 4, (200,), generator=g)
+    a = logit_metrics(logits, labels)
+    b = logit_metrics(logits.double() + 1000.0, labels)
+    for key in CALIBRATION_KEYS:
+        assert a[key] == pytest.approx(b[key], abs=1e-9), key
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "match"),
+    [
+        (torch.ones(3), torch.zeros(3, dtype=torch.long), "shape"),
+        (torch.zeros(2, 2), torch.zeros(3, dtype=torch.long), "labels must have shape"),
+        (torch.tensor([[float("inf"), 1.0]]), torch.zeros(1, dtype=torch.long), "NaN or inf"),
+        (torch.zeros(1, 2), torch.tensor([2]), r"\[0, 2\)"),
+        (torch.zeros(1, 2), torch.tensor([0.0]), "integer"),
+        (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), "empty"),
+        (torch.ones(1, 2, dtype=torch.long), torch.zeros(1, dtype=torch.long), "floating"),
+    ],
+)
+def test_logit_metrics_bad_input_is_a_usage_error(logits, labels, match) -> None:
+    with pytest.raises(UsageError, match=match):
+        logit_metrics(logits, labels)
 
 
 def test_float32_input_matches_float64() -> None:

@@ -1,4 +1,5 @@
-"""OOD metrics: oracles (sklearn; OpenOOD v1.5's FPR95 recipe), heavy ties, saturation, hand cases."""
+"""OOD metrics: oracle (OpenOOD v1.5's auc_and_fpr_recall with sklearn), heavy ties, saturation,
+hand cases."""
 
 from __future__ import annotations
 
@@ -7,22 +8,26 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn import metrics
 
 from calibench.errors import UsageError
-from calibench.metrics import FPR95_CONVENTION, OOD_KEYS, ood_metrics
+from calibench.metrics import AUPR_CONVENTION, FPR95_CONVENTION, OOD_KEYS, ood_metrics
 
 
 def openood_v15(score_id: np.ndarray, score_ood: np.ndarray) -> dict[str, float]:
-    """OpenOOD v1.5's ``auc_and_fpr_recall`` recipe, restated with sklearn (AP for AUPR)."""
+    """OpenOOD v1.5's ``auc_and_fpr_recall`` (``openood/evaluators/metrics.py``) as written there:
+    OOD positive, ``-conf`` the detector output; AUPR is ``auc(recall, precision)`` of sklearn's
+    ``precision_recall_curve`` (trapezoidal)."""
     conf = np.concatenate([score_id, score_ood])
-    ood = np.concatenate([np.zeros(len(score_id)), np.ones(len(score_ood))])
-    fpr, tpr, _ = roc_curve(ood, -conf)
+    ood_indicator = np.concatenate([np.zeros(len(score_id)), np.ones(len(score_ood))])
+    fpr_list, tpr_list, _ = metrics.roc_curve(ood_indicator, -conf)
+    precision_in, recall_in, _ = metrics.precision_recall_curve(1 - ood_indicator, conf)
+    precision_out, recall_out, _ = metrics.precision_recall_curve(ood_indicator, -conf)
     return {
-        "auroc": roc_auc_score(1 - ood, conf),
-        "aupr_in": average_precision_score(1 - ood, conf),
-        "aupr_out": average_precision_score(ood, -conf),
-        "fpr95": float(fpr[np.argmax(tpr >= 0.95)]),
+        "auroc": metrics.auc(fpr_list, tpr_list),
+        "aupr_in": metrics.auc(recall_in, precision_in),
+        "aupr_out": metrics.auc(recall_out, precision_out),
+        "fpr95": float(fpr_list[np.argmax(tpr_list >= 0.95)]),
     }
 
 
@@ -31,7 +36,7 @@ def check(score_id, score_ood) -> None:
     want = openood_v15(np.asarray(score_id, float), np.asarray(score_ood, float))
     assert set(got) == set(OOD_KEYS)
     for key in OOD_KEYS:
-        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -57,7 +62,7 @@ def test_large_scores_do_not_saturate() -> None:
     m = ood_metrics(
         torch.arange(50.0, 60.0, dtype=torch.float64), torch.arange(40.0, 50.0, dtype=torch.float64)
     )
-    assert m == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0}
+    assert m == pytest.approx({"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0})
 
 
 def test_hand_cases() -> None:
@@ -76,9 +81,19 @@ def test_integer_scores_are_accepted() -> None:
     assert ood_metrics(torch.tensor([2, 3]), torch.tensor([0, 1]))["auroc"] == 1.0
 
 
+def test_aupr_is_trapezoidal_not_average_precision() -> None:
+    # id {1, 0}, ood {0}: ID-positive PR points (recall, precision) at thresholds 1, 0 and the
+    # end point: (1/2, 1), (1, 2/3), (0, 1). Trapezoids: (0 -> 1/2) 1/2 * 1 + (1/2 -> 1)
+    # 1/2 * (1 + 2/3) / 2 = 11/12; average precision would be 1/2 * 1 + 1/2 * 2/3 = 5/6.
+    m = ood_metrics(torch.tensor([1.0, 0.0]), torch.tensor([0.0]))
+    assert m["aupr_in"] == pytest.approx(11 / 12, abs=1e-15)
+    assert m["aupr_in"] != pytest.approx(metrics.average_precision_score([1, 1, 0], [1, 0, 0]))
+
+
 def test_convention_is_recorded() -> None:
     assert "OpenOOD v1.5" in FPR95_CONVENTION
     assert "0.95" in FPR95_CONVENTION
+    assert "OpenOOD v1.5" in AUPR_CONVENTION and "trapezoidal" in AUPR_CONVENTION
 
 
 @pytest.mark.parametrize(
