@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import sys
 from importlib import resources
 from pathlib import Path
@@ -15,11 +16,17 @@ from hypothesis import strategies as st
 from calibench.errors import ProtocolError, UsageError
 from calibench.protocols import (
     DEFAULTS,
+    OVERRIDES,
+    PRECISIONS,
     PROTOCOLS_ENV,
+    SHIPPED_DIR,
+    Protocol,
     compute_content_hash,
+    file_content_hash,
     list_protocols,
     load_protocol,
     protocol_dirs,
+    write_content_hash,
 )
 
 if sys.version_info >= (3, 11):
@@ -28,6 +35,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SHIPPED = ("fast", "smoke", "standard")
+DEFAULTS_TRAIN = {"loss_reduction": "mean"}
 SMOKE_V1_HASH = "sha256:89e9f05755cf36348a2ad3d41bda444ee999ad98f6d2820d9843c57799ae970a"
 
 # `standard` v1 exactly as published (before `train.loss_reduction` existed). Records made with
@@ -132,13 +140,30 @@ def test_list_protocols_finds_the_shipped_ones() -> None:
     assert names == sorted(names)
 
 
-def test_protocols_are_package_data_and_match_the_registry_folder(repo_root: Path) -> None:
-    packaged = resources.files("calibench") / "_protocols"
+def test_protocols_are_package_data(repo_root: Path) -> None:
+    packaged = resources.files("calibench") / "protocol_files"
+    assert Path(str(packaged)) == SHIPPED_DIR
+    assert protocol_dirs()[-1] == SHIPPED_DIR
     for name in SHIPPED:
-        in_package = (packaged / f"{name}.toml").read_bytes()
-        assert in_package == (repo_root / "registry" / "protocols" / f"{name}.toml").read_bytes()
-    pyproject = (repo_root / "pyproject.toml").read_text()
-    assert '"_protocols/*.toml"' in pyproject
+        assert (packaged / f"{name}.toml").read_bytes() == load_protocol(name).path.read_bytes()
+    # pyproject's package-data globs take every shipped file into wheels and sdists.
+    pyproject = tomllib.loads((repo_root / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["calibench"]
+    shipped = sorted(p.relative_to(SHIPPED_DIR.parent).as_posix() for p in SHIPPED_DIR.iterdir())
+    assert shipped == [f"protocol_files/{n}.toml" for n in SHIPPED]
+    assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in shipped)
+    # One copy: no symlink into the package, no second folder to fall back to.
+    assert not (repo_root / "calibench" / "_protocols").exists()
+    assert not (repo_root / "registry" / "protocols").exists()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_to_dict_is_the_file_format(name: str) -> None:
+    p = load_protocol(name)
+    assert Protocol.from_dict(p.to_dict()) == p
+    raw = _raw(name)
+    assert p.to_dict() == {**raw, "train": {**DEFAULTS_TRAIN, **raw["train"]}}
+    assert PRECISIONS == ("bf16", "fp32") and p.train.precision in PRECISIONS
 
 
 def test_standard_is_mukhoti_2020() -> None:
@@ -341,6 +366,72 @@ def test_overrides_record_only_real_deviations() -> None:
 def test_bad_overrides_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
         load_protocol("standard").with_overrides(**overrides)
+
+
+def test_unknown_override_is_refused() -> None:
+    assert set(OVERRIDES) >= {"epochs", "batch_size", "train_subset", "lr", "eval_max_images"}
+    with pytest.raises(ProtocolError, match=r"unknown protocol override\(s\) momentum; allowed: "):
+        load_protocol("standard").with_overrides(momentum=0.5, epochs=3)
+
+
+# -- filling in content_hash ------------------------------------------------------------------
+PLACEHOLDER = "sha256:" + "0" * 64
+
+
+def _smoke_variant(tmp_path: Path, hash_line: str | None) -> tuple[Path, str]:
+    """smoke.toml as a new protocol ``mine`` with 1 epoch and the given content_hash line."""
+    text = load_protocol("smoke").path.read_text()
+    text = text.replace('name = "smoke"', 'name = "mine"').replace("epochs = 2", "epochs = 1")
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("content_hash")]
+    without = "".join(lines)
+    if hash_line is not None:
+        at = next(i for i, line in enumerate(lines) if line.startswith("version")) + 1
+        lines.insert(at, hash_line + "\n")
+    path = tmp_path / "mine.toml"
+    path.write_text("".join(lines))
+    return path, without
+
+
+def test_write_content_hash_adds_a_missing_line(tmp_path: Path) -> None:
+    path, without = _smoke_variant(tmp_path, None)
+    recorded, actual = file_content_hash(path)
+    assert recorded is None and actual == compute_content_hash(tomllib.loads(without))
+    assert write_content_hash(path) == (None, actual)
+    text = path.read_text()
+    assert text.replace(f'content_hash = "{actual}"\n', "") == without
+    assert text.index("content_hash") > text.index("version = 1")
+    p = load_protocol(path)
+    assert (p.name, p.content_hash, p.train.epochs) == ("mine", actual, 1)
+    assert [f.name for f in tmp_path.iterdir()] == ["mine.toml"]  # no temporary file left
+
+
+def test_write_content_hash_replaces_a_stale_value_and_keeps_comments(tmp_path: Path) -> None:
+    path, without = _smoke_variant(tmp_path, f"content_hash = '{PLACEHOLDER}'  # fill me in")
+    with pytest.raises(ProtocolError, match="bump the version"):
+        load_protocol(path)
+    recorded, actual = write_content_hash(path)
+    assert recorded == PLACEHOLDER
+    line = f'content_hash = "{actual}"  # fill me in\n'
+    assert path.read_text().replace(line, "") == without  # only the value changed
+    assert load_protocol(path).content_hash == actual
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    assert write_content_hash(path) == (actual, actual)  # up to date: the file is not rewritten
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_write_content_hash_refuses_bad_files(tmp_path: Path) -> None:
+    path, _ = _smoke_variant(tmp_path, "content_hash = 3")  # not a string: cannot edit in place
+    before = path.read_bytes()
+    with pytest.raises(
+        ProtocolError, match="could not place content_hash in it; write content_hash"
+    ):
+        write_content_hash(path)
+    path.write_bytes(before.replace(b"epochs = 1", b"epochs = 0"))
+    with pytest.raises(ProtocolError, match=r"mine\.toml: 'train\.epochs' must be >= 1, got 0"):
+        write_content_hash(path)
+    with pytest.raises(ProtocolError, match="cannot read protocol file"):
+        file_content_hash(tmp_path / "missing.toml")
+    assert path.read_bytes() == before.replace(b"epochs = 1", b"epochs = 0")
 
 
 def _torch_lrs(make, epochs: int) -> list[float]:

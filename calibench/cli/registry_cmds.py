@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from enum import Enum
+from pathlib import Path
 
 import typer
 
@@ -90,9 +91,12 @@ def plugins_cmd(
 
 
 def protocols_cmd(
+    ctx: typer.Context,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
 ) -> None:
-    """List the versioned protocols (registry/protocols/*.toml and $CALIBENCH_PROTOCOLS)."""
+    """List the versioned protocols (shipped and $CALIBENCH_PROTOCOLS); see also 'protocols hash'."""
+    if ctx.invoked_subcommand is not None:
+        return
     from calibench.protocols import list_protocols
 
     protocols = list_protocols()
@@ -124,7 +128,34 @@ def protocols_cmd(
     Console().print(table)
 
 
+def protocol_hash_cmd(
+    file: Path = typer.Argument(..., help="A protocol .toml file.", show_default=False),
+    write: bool = typer.Option(
+        False, "--write", "-w", help="Fill in or replace the file's content_hash (atomically)."
+    ),
+) -> None:
+    """Print the content_hash of a protocol file's content; with --write, put it in the file."""
+    from calibench.protocols import file_content_hash, write_content_hash
+
+    recorded, actual = write_content_hash(file) if write else file_content_hash(file)
+    typer.echo(actual)
+    if recorded == actual:
+        return
+    if write:
+        note = "added content_hash" if recorded is None else f"replaced content_hash {recorded}"
+    elif recorded is None:
+        note = "has no content_hash; --write adds it"
+    else:
+        note = f"records content_hash {recorded}; --write replaces it"
+    if recorded is not None:
+        note += " (if that version was published, bump `version` too)"
+    typer.echo(f"{file}: {note}", err=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("list")(list_cmd)
     app.command("plugins")(plugins_cmd)
-    app.command("protocols")(protocols_cmd)
+    protocols = typer.Typer(invoke_without_command=True, add_completion=False)
+    protocols.callback()(protocols_cmd)
+    protocols.command("hash")(protocol_hash_cmd)
+    app.add_typer(protocols, name="protocols")
