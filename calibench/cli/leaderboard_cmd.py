@@ -68,11 +68,18 @@ def leaderboard_cmd(
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Write to this file, not stdout."),
     bootstrap: int = typer.Option(
-        1000, "--bootstrap", help="Bootstrap resamples for 95 % CIs and the ≈ mark; 0: none."
+        1000,
+        "--bootstrap",
+        help="Bootstrap resamples of the test set for the 95 % intervals; 0: no intervals "
+        "(the ≈ mark, Welch's t-test over seeds, needs none).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
 ) -> None:
-    """Show the leaderboard of the records under --results (mean ± std over seeds)."""
+    """Show the leaderboard of the records under --results (mean ± std over seeds).
+
+    Every value and interval is computed from each run's saved test predictions and OOD
+    scores; no loss is needed, so runs of an uninstalled plugin loss keep all their columns.
+    """
     if ctx.invoked_subcommand is not None:
         return
     results = _results_dir(results)
@@ -111,7 +118,9 @@ def publish_cmd(
         Path("leaderboards"), "--root", help="Where versions go: ROOT/<protocol>/v<N>/."
     ),
     sort: str = typer.Option("ece", "--sort", help="Metric to rank by."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples; 0: none."),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", help="Bootstrap resamples for the 95 % intervals; 0: none."
+    ),
     skip_invalid: bool = typer.Option(
         False,
         "--skip-invalid",

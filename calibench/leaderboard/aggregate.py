@@ -1,12 +1,19 @@
-"""Records → leaderboard rows: group seeds, mean ± std, status counts, ranks, bootstrap CIs.
+"""Records → leaderboard rows: group seeds, mean ± std, status counts, ranks, intervals, ≈ marks.
 
 A row is one ``(protocol, protocol version, dataset, backbone, loss label, deviations)``: runs
 that deviate from the protocol (``--epochs 1``) are never averaged with runs that follow it. Rows
 are ranked within a *section* (the same key without the loss), by the sort metric's mean over
 completed seeds. Diverged and failed runs are counted in the ``status`` column (``2 completed,
 1 diverged``) and their reasons kept; a row with no completed run is listed, unranked, last.
-Standard deviations are the sample std over seeds (``ddof=1``; blank for one seed). CIs and the
-``≈`` mark come from :mod:`calibench.leaderboard.significance`.
+Standard deviations are the sample std over seeds (``ddof=1``; blank for one seed).
+
+Every metric value and interval is computed from each run's saved files
+(``test_predictions.npz``, ``ood_scores.npz``) and the record's temperature and ``n_bins``
+(:mod:`calibench.leaderboard.significance`); no loss is imported or created. Only a run whose
+files are missing or unreadable falls back to the values written in its record (a note says
+so), and its row gets no interval. Intervals and the ``≈`` mark:
+:data:`calibench.metrics.bootstrap.INTERVAL_CONVENTION` and
+:data:`calibench.metrics.bootstrap.SIGNIFICANCE_CONVENTION`.
 """
 
 from __future__ import annotations
@@ -17,18 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError, UsageError
 from calibench.leaderboard.significance import (
-    RunDistribution,
-    group_means,
-    percentile_ci,
-    run_distribution,
-    significantly_different,
+    RunEvidence,
+    compare_adjacent,
+    row_intervals,
+    run_evidence,
 )
-from calibench.records import RecordProblem, StoredRecord, iter_records, load_predictions
+from calibench.records import (
+    RecordProblem,
+    StoredRecord,
+    iter_records,
+    load_ood_scores,
+    load_predictions,
+)
 
 __all__ = [
     "GROUP_KEYS",
@@ -48,16 +59,23 @@ OOD_SCORE = "msp"
 
 @dataclass(frozen=True)
 class MetricColumn:
-    """One metric column: where it is in a record, its direction and how it is shown."""
+    """One metric column: its key, title, direction, and where a record holds its value.
+
+    ``binned`` columns (ECE, AdaECE, ECE after TS) get the interval for the population binned
+    error, the others the percentile interval; ``ood`` columns come from ``ood_scores.npz``.
+    ``path`` is read only for a run whose saved files are missing.
+    """
 
     key: str
     title: str
     path: tuple[str, ...]
     higher_is_better: bool
     percent: bool = True
-    bootstrap: str | None = None
+    binned: bool = False
+    ood: bool = False
 
     def value(self, record: dict[str, Any]) -> float:
+        """The value written in ``record`` (NaN when absent)."""
         node: Any = record.get("metrics", {})
         for part in self.path:
             if not isinstance(node, dict) or part not in node:
@@ -67,11 +85,11 @@ class MetricColumn:
 
 
 BASE_COLUMNS = (
-    MetricColumn("acc", "acc %", ("test", "acc"), True, bootstrap="acc"),
-    MetricColumn("ece", "ECE %", ("test", "ece"), False, bootstrap="ece"),
-    MetricColumn("adaece", "AdaECE %", ("test", "adaece"), False, bootstrap="adaece"),
-    MetricColumn("nll", "NLL", ("test", "nll"), False, percent=False, bootstrap="nll"),
-    MetricColumn("ece_ts", "ECE after TS %", ("test_ts", "ece"), False, bootstrap="ece_ts"),
+    MetricColumn("acc", "acc %", ("test", "acc"), True),
+    MetricColumn("ece", "ECE %", ("test", "ece"), False, binned=True),
+    MetricColumn("adaece", "AdaECE %", ("test", "adaece"), False, binned=True),
+    MetricColumn("nll", "NLL", ("test", "nll"), False, percent=False),
+    MetricColumn("ece_ts", "ECE after TS %", ("test_ts", "ece"), False, binned=True),
 )
 
 
@@ -82,31 +100,39 @@ def metric_columns(records: Sequence[StoredRecord]) -> list[MetricColumn]:
     columns = list(BASE_COLUMNS)
     for name in ood_sets:
         label = "SVHN" if name == "svhn" else name
-        columns.append(
-            MetricColumn(
-                f"{name}_auroc",
-                f"{label} AUROC % ({OOD_SCORE.upper()})",
-                ("ood", name, OOD_SCORE, "auroc"),
-                True,
+        for metric, title, higher in (("auroc", "AUROC", True), ("fpr95", "FPR95", False)):
+            columns.append(
+                MetricColumn(
+                    f"{name}_{metric}",
+                    f"{label} {title} % ({OOD_SCORE.upper()})",
+                    ("ood", name, OOD_SCORE, metric),
+                    higher,
+                    ood=True,
+                )
             )
-        )
-        columns.append(
-            MetricColumn(
-                f"{name}_fpr95",
-                f"{label} FPR95 % ({OOD_SCORE.upper()})",
-                ("ood", name, OOD_SCORE, "fpr95"),
-                False,
-            )
-        )
     return columns
+
+
+def _ood_sets(columns: Sequence[MetricColumn]) -> list[str]:
+    return sorted({c.path[1] for c in columns if c.ood})
 
 
 def _deviations_text(deviations: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(deviations.items())) or "none"
 
 
-def runs_frame(records: Sequence[StoredRecord], columns: Sequence[MetricColumn]) -> pd.DataFrame:
-    """One row per run: identity, status, and each metric column's value (NaN when missing)."""
+def runs_frame(
+    records: Sequence[StoredRecord],
+    columns: Sequence[MetricColumn],
+    evidence: dict[str, RunEvidence | None] | None = None,
+) -> pd.DataFrame:
+    """One row per run: identity, status, and each metric column's value (NaN when missing).
+
+    Values come from the run's :class:`RunEvidence` (its saved files); a column the evidence
+    lacks is read from the record, and ``source`` says which (``files``, ``record``, or
+    ``files+record``).
+    """
+    evidence = evidence or {}
     rows = []
     for r in records:
         spec = r.data["spec"]
@@ -123,11 +149,23 @@ def runs_frame(records: Sequence[StoredRecord], columns: Sequence[MetricColumn])
             "reason": r.data["reason"],
             "epoch": r.data["epoch"],
             "record": r,
+            "source": "",
         }
+        ev = evidence.get(r.data["run_id"])
+        sources = set()
         for c in columns:
-            row[c.key] = c.value(r.data) if r.data["status"] == "completed" else float("nan")
+            if r.data["status"] != "completed":
+                row[c.key] = float("nan")
+            elif ev is not None and c.key in ev.points:
+                row[c.key] = ev.points[c.key]
+                sources.add("files")
+            else:
+                row[c.key] = c.value(r.data)
+                if row[c.key] == row[c.key]:
+                    sources.add("record")
+        row["source"] = "+".join(sorted(sources))
         rows.append(row)
-    base = [*GROUP_KEYS, "seed", "run_id", "status", "reason", "epoch", "record"]
+    base = [*GROUP_KEYS, "seed", "run_id", "status", "reason", "epoch", "record", "source"]
     return pd.DataFrame(rows, columns=[*base, *(c.key for c in columns)])
 
 
@@ -205,81 +243,101 @@ def _rank(table: pd.DataFrame, sort: MetricColumn) -> pd.DataFrame:
     return out
 
 
-def _distribution(record: StoredRecord, n_boot: int, seed: int) -> RunDistribution | None:
-    path = record.artifact(record.data["artifacts"].get("predictions"))
+def _evidence(
+    record: StoredRecord, ood_sets: Sequence[str], n_boot: int, seed: int
+) -> RunEvidence | None:
+    """The run's values and replicates from its saved files; ``None`` without predictions."""
+    data = record.data
+    artifacts = data.get("artifacts") or {}
+    path = record.artifact(artifacts.get("predictions"))
     if path is None:
         return None
     preds = load_predictions(path)
-    spec = record.data["spec"]
-    ts = record.data["metrics"].get("test_ts") or {}
-    return run_distribution(
+    ood: dict[str, Any] = {}
+    ood_path = record.artifact(artifacts.get("ood_scores")) if ood_sets else None
+    if ood_path is not None:
+        saved = load_ood_scores(ood_path)
+        ood = {n: saved[n][OOD_SCORE] for n in ood_sets if OOD_SCORE in saved.get(n, {})}
+    ts = data["metrics"].get("test_ts") or {}
+    return run_evidence(
         preds.logits,
         preds.labels,
-        loss=spec["loss"],
-        loss_params=spec["loss_params"],
         temperature=ts.get("temperature"),
+        n_bins=int((data.get("conventions") or {}).get("n_bins", 15)),
+        ood=ood,
+        score=OOD_SCORE,
         n_boot=n_boot,
         seed=seed,
-        n_bins=int(record.data["conventions"].get("n_bins", 15)),
     )
 
 
-def _add_bootstrap(
-    table: pd.DataFrame,
-    runs: pd.DataFrame,
+def _collect_evidence(
+    records: Sequence[StoredRecord],
     columns: Sequence[MetricColumn],
-    sort: MetricColumn,
     n_boot: int,
     seed: int,
     notes: list[str],
-) -> pd.DataFrame:
-    table = table.copy()
-    table["tie_above"] = pd.array([pd.NA] * len(table), dtype="boolean")
-    if n_boot <= 0:
-        return table
-    dists: dict[str, RunDistribution | None] = {}
-    missing = 0
-    for rec in runs.loc[runs["status"] == "completed", "record"]:
+) -> dict[str, RunEvidence | None]:
+    ood_sets = _ood_sets(columns)
+    evidence: dict[str, RunEvidence | None] = {}
+    missing: list[str] = []
+    for rec in records:
+        if rec.data["status"] != "completed":
+            continue
         run_id = rec.data["run_id"]
         try:
-            dists[run_id] = _distribution(rec, n_boot, seed)
-        except (CalibenchError, TypeError, ValueError) as exc:  # bad file, loss gone, ...
-            notes.append(f"no CI for run {run_id}: {exc}")
-            dists[run_id] = None
-        missing += dists[run_id] is None
+            evidence[run_id] = _evidence(rec, ood_sets, n_boot, seed)
+        except (CalibenchError, ValueError) as exc:  # an unreadable or malformed file
+            notes.append(f"run {run_id}: cannot use its saved files: {exc}")
+            evidence[run_id] = None
+        if evidence[run_id] is None:
+            missing.append(run_id)
     if missing:
         notes.append(
-            f"{missing} completed run(s) without usable test predictions: no CI for their rows"
+            f"{len(missing)} completed run(s) without usable saved test predictions: their "
+            f"values are read from their records and their rows get no interval "
+            f"({', '.join(sorted(missing))})"
         )
-    samples: dict[int, dict[str, np.ndarray]] = {}
-    labels_of: dict[int, str] = {}
+    return evidence
+
+
+def _add_intervals(
+    table: pd.DataFrame,
+    evidence: dict[str, RunEvidence | None],
+    columns: Sequence[MetricColumn],
+    notes: list[str],
+) -> pd.DataFrame:
+    table = table.copy()
+    keys = [c.key for c in columns]
     for idx, row in table.iterrows():
-        ds = [dists.get(i) for i in row["run_ids"].split(",") if i in dists]
-        if not ds or any(d is None for d in ds):
+        ids = [i for i in row["run_ids"].split(",") if i in evidence]
+        runs = [evidence[i] for i in ids]
+        if not runs or any(r is None for r in runs):
             continue
-        keys = {d.labels_key for d in ds}
-        if len(keys) != 1:
-            notes.append(f"no CI for {row['loss']}: its seeds were tested on different test sets")
-            continue
-        samples[idx], labels_of[idx] = group_means(ds), keys.pop()
-        for c in columns:
-            if c.bootstrap in samples[idx]:
-                lo, hi = percentile_ci(samples[idx][c.bootstrap])
-                table.loc[idx, f"{c.key}_ci_low"] = lo
-                table.loc[idx, f"{c.key}_ci_high"] = hi
-    if sort.bootstrap is None:
-        return table
+        intervals, problems = row_intervals(runs, keys)  # type: ignore[arg-type]
+        for key, (lo, hi) in intervals.items():
+            table.loc[idx, f"{key}_ci_low"] = lo
+            table.loc[idx, f"{key}_ci_high"] = hi
+        notes += [f"no interval for {row['loss']} {p}" for p in problems]
+    return table
+
+
+def _add_significance(table: pd.DataFrame, runs: pd.DataFrame, sort: MetricColumn) -> pd.DataFrame:
+    table = table.copy()
+    table["tie_above"] = pd.array([pd.NA] * len(table), dtype="boolean")
+    table["p_above"] = float("nan")
+    done = runs[runs["status"] == "completed"].set_index("run_id")[sort.key]
     for _, section in table.groupby(list(SECTION_KEYS), sort=False):
         ranked = section[section["rank"].notna()].sort_values("rank")
         for above, below in zip(ranked.index[:-1], ranked.index[1:], strict=True):
-            a, b = samples.get(above, {}), samples.get(below, {})
-            paired = labels_of.get(above) is not None and labels_of.get(above) == labels_of.get(
-                below
-            )
-            if paired and sort.bootstrap in a and sort.bootstrap in b:
-                table.loc[below, "tie_above"] = not significantly_different(
-                    a[sort.bootstrap], b[sort.bootstrap]
-                )
+            values = [
+                [float(done[i]) for i in table.loc[r, "run_ids"].split(",") if i in done.index]
+                for r in (above, below)
+            ]
+            result = compare_adjacent(*values)
+            table.loc[below, "tie_above"] = not result.different
+            if result.p is not None:
+                table.loc[below, "p_above"] = result.p
     return table
 
 
@@ -295,7 +353,8 @@ def build_leaderboard(
 
     ``protocol`` keeps only that protocol's records; ``sort`` is a metric column key (``acc``,
     ``ece``, ``adaece``, ``nll``, ``ece_ts``, ``svhn_auroc``, ``svhn_fpr95``, ...); ``n_boot``
-    bootstrap resamples for CIs (0 turns them off), drawn with ``seed``.
+    bootstrap resamples for the intervals (0 turns them off), drawn with ``seed``. The ``≈``
+    mark does not need the bootstrap (Welch's t-test on the per-seed values).
     """
     problems: list[RecordProblem] = []
     if isinstance(records, (str, Path)):
@@ -309,16 +368,21 @@ def build_leaderboard(
                 f"no records for protocol '{protocol}'; protocols with records: "
                 f"{', '.join(known) or 'none'}"
             )
+    if n_boot < 0 or n_boot == 1:
+        raise UsageError(f"n_boot must be 0 (no intervals) or at least 2, got {n_boot}")
     columns = metric_columns(records)
     keys = [c.key for c in columns]
     if sort not in keys:
         raise UsageError(f"cannot sort by '{sort}'; choose one of: {', '.join(keys)}")
     sort_col = next(c for c in columns if c.key == sort)
-    runs = runs_frame(records, columns)
     notes: list[str] = []
+    evidence = _collect_evidence(records, columns, n_boot, seed, notes)
+    runs = runs_frame(records, columns, evidence)
     if runs.empty:
         table = pd.DataFrame(columns=[*GROUP_KEYS, "rank", "status"])
         return Leaderboard(table, runs, columns, sort, n_boot, problems, notes)
     table = _rank(_group_rows(runs, columns), sort_col)
-    table = _add_bootstrap(table, runs, columns, sort_col, n_boot, seed, notes)
+    if n_boot > 0:
+        table = _add_intervals(table, evidence, columns, notes)
+    table = _add_significance(table, runs, sort_col)
     return Leaderboard(table, runs, columns, sort, n_boot, problems, notes)

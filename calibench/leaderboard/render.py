@@ -3,7 +3,8 @@
 md and latex use tabulate and show ``mean ± std [95 % CI]`` per metric (percentages where the
 column title says %); csv and json hold the numbers as fractions, one column per statistic, for
 machines. The rank column carries ``≈`` when a row is not significantly different from the row
-ranked just above it (see :mod:`calibench.leaderboard.significance`).
+ranked just above it (see :mod:`calibench.leaderboard.significance`). Every format says what the
+intervals cover and which test gives the ``≈`` (:func:`caption_lines`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import pandas as pd
 from tabulate import tabulate
 
 from calibench.leaderboard.aggregate import Leaderboard, MetricColumn
+from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
 
 __all__ = [
     "FORMATS",
+    "INTERVAL_NOTE",
     "SIGNIFICANCE_NOTE",
+    "caption_lines",
     "display_rows",
     "format_cell",
     "render",
@@ -33,9 +37,16 @@ __all__ = [
 FORMATS = ("md", "csv", "json", "latex", "html")
 TIE_MARK = "≈"
 SIGNIFICANCE_NOTE = (
-    f"{TIE_MARK}: not significantly different from the row ranked just above, on the sort "
-    "metric (paired bootstrap over the shared test set: the 95 % interval of the difference of "
-    "seed-means contains 0)."
+    f"{TIE_MARK}: not significantly different from the row ranked just above on the sort metric "
+    "(Welch's t-test on the per-seed values, two-sided 5 %; seeds are the replicates, so a row "
+    f"with fewer than 2 seeds is always {TIE_MARK})."
+)
+INTERVAL_NOTE = (
+    "[95 % CI] over test-set resampling ({n_boot} resamples shared by a row's seeds; OOD sets "
+    "resampled on their own), for the seed mean of the population value: for ECE, AdaECE and "
+    "ECE after TS the population binned error, [max(0, T - q), T + 1.96 sd] (triangle-"
+    "inequality bounds, as a percentile interval cannot hold an error of 0); other columns: "
+    "percentile bootstrap."
 )
 IDENTITY = ("rank", "loss", "dataset", "backbone", "protocol", "seeds", "status")
 
@@ -92,20 +103,17 @@ def display_rows(board: Leaderboard, *, ci: bool = True, pm: str = "±") -> list
 
 
 def caption_lines(board: Leaderboard) -> list[str]:
+    """The caption: ranking, what a cell holds, what its interval covers, what ``≈`` means."""
     col = board.sort_column
     direction = "higher is better" if col.higher_is_better else "lower is better"
     lines = [
         f"Ranked by {col.title} ({direction}) within each protocol / dataset / backbone / "
-        "deviations; "
-        "cells are mean ± std over completed seeds"
-        + (
-            f" [95 % bootstrap CI, {board.n_boot} resamples of the test set]."
-            if board.n_boot
-            else "."
-        ),
+        "deviations; cells are mean ± std over completed seeds"
+        + (" [95 % CI], computed from the saved predictions." if board.n_boot else "."),
     ]
-    if board.n_boot and col.bootstrap is not None:
-        lines.append(SIGNIFICANCE_NOTE)
+    if board.n_boot:
+        lines.append(INTERVAL_NOTE.format(n_boot=board.n_boot))
+    lines.append(SIGNIFICANCE_NOTE)
     return lines
 
 
@@ -143,6 +151,7 @@ def _numeric_frame(board: Leaderboard) -> pd.DataFrame:
     cols = [
         "rank",
         "tie_above",
+        "p_above",
         "protocol",
         "protocol_version",
         "dataset",
@@ -185,13 +194,15 @@ def render_json(board: Leaderboard) -> str:
         "format": "calibench-leaderboard/1",
         "sort": board.sort,
         "n_boot": board.n_boot,
-        "significance": SIGNIFICANCE_NOTE if board.n_boot else None,
+        "intervals": INTERVAL_CONVENTION if board.n_boot else None,
+        "significance": SIGNIFICANCE_CONVENTION,
         "columns": [
             {
                 "key": c.key,
                 "title": c.title,
                 "higher_is_better": c.higher_is_better,
                 "percent_in_tables": c.percent,
+                "interval": ("binned" if c.binned else "percentile") if board.n_boot else None,
             }
             for c in board.columns
         ],
@@ -221,7 +232,10 @@ def _latex_escape(text: str) -> str:
 
 
 def render_latex(board: Leaderboard) -> str:
-    """A ``tabular`` (tabulate's latex_raw on escaped cells); ``±`` as ``$\\pm$``, ``≈`` as ``$\\approx$``, text escaped."""
+    """A ``table`` holding a ``tabular`` (tabulate's latex_raw on escaped cells) and the caption.
+
+    ``±`` becomes ``$\\pm$``, ``≈`` ``$\\approx$``; all text is escaped.
+    """
     rows = display_rows(board, pm="\x00")
     if not rows:
         return "% no run records found\n"
@@ -230,13 +244,16 @@ def render_latex(board: Leaderboard) -> str:
         return (
             _latex_escape(text)
             .replace("\x00", r"$\pm$")
+            .replace("±", r"$\pm$")
             .replace(TIE_MARK, r"$\approx$")
             .replace("–", "--")
         )
 
     headers = [cell(h) for h in rows[0]]
     body = [[cell(v) for v in r.values()] for r in rows]
-    return tabulate(body, headers=headers, tablefmt="latex_raw", disable_numparse=True) + "\n"
+    tabular = tabulate(body, headers=headers, tablefmt="latex_raw", disable_numparse=True)
+    caption = " ".join(cell(line) for line in caption_lines(board))
+    return f"\\begin{{table}}\n\\centering\n{tabular}\n\\caption{{{caption}}}\n\\end{{table}}\n"
 
 
 def _rich_table(title: str, headers: list[str], rows: list[dict[str, str]]) -> Any:
@@ -294,7 +311,7 @@ def render_terminal(board: Leaderboard, console: Any = None, *, ci: bool = False
         elif natural <= console.width:
             console.print(table)
         else:
-            ood = {c.title for c in board.columns if c.bootstrap is None}
+            ood = {c.title for c in board.columns if c.ood}
             first = [h for h in headers if h not in ood]
             console.print(_rich_table(title, first, rows))
             if ood:

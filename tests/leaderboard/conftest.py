@@ -1,8 +1,11 @@
-"""Synthetic run records for the leaderboard tests, built with the real ``build_record``."""
+"""Synthetic run records for the leaderboard tests, with their saved files, as the evaluator
+writes them: ``build_record`` with metrics from ``logit_metrics`` / ``ood_metrics`` of the same
+float32 predictive logits and float64 OOD scores that ``save_predictions`` / ``save_ood_scores``
+store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from calibench.metrics.calibration import adaptive_ece, binned_ece, top_label
-from calibench.records import build_record, save_predictions, write_record
+from calibench.metrics import logit_metrics, ood_metrics, ood_scores
+from calibench.records import build_record, save_ood_scores, save_predictions, write_record
 from calibench.spec import RunSpec
 
 N_TEST = 600
+N_OOD = 400
 K = 10
 TEMPERATURE = 1.5
+SCORES = ("msp", "energy", "maxlogit")
 
 
 def synthetic_logits(labels: np.ndarray, strength: float, seed: int) -> np.ndarray:
@@ -24,31 +29,33 @@ def synthetic_logits(labels: np.ndarray, strength: float, seed: int) -> np.ndarr
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(len(labels), K))
     z[np.arange(len(labels)), labels] += strength
-    return z.astype(np.float16).astype(np.float32)
+    return z.astype(np.float32)
 
 
-def _split_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    conf, correct = top_label(probs, labels)
-    p_true = probs.gather(1, labels[:, None]).squeeze(1)
-    return {
-        "acc": float(correct.mean()),
-        "ece": binned_ece(conf, correct),
-        "adaece": adaptive_ece(conf, correct),
-        "nll": float(-p_true.log().mean()),
-    }
+def synthetic_ood_scores(names: Sequence[str], seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Each OOD set's scores: those of Gaussian logits with no boosted class (less confident)."""
+    out = {}
+    for i, name in enumerate(names):
+        z = np.random.default_rng([seed, i, 99]).normal(size=(N_OOD, K)).astype(np.float32) * 1.5
+        scores = ood_scores(torch.from_numpy(z), SCORES)
+        out[name] = {k: v.numpy() for k, v in scores.items()}
+    return out
 
 
-def metrics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """The evaluator's metric layout, computed with calibench.metrics from the given logits."""
-    z = torch.from_numpy(logits).double()
+def evaluator_metrics(
+    logits: np.ndarray, labels: np.ndarray, ood: dict[str, dict[str, np.ndarray]] | None = None
+) -> dict[str, Any]:
+    """The evaluator's metric layout, computed with calibench.metrics as the evaluator does."""
+    s = torch.from_numpy(logits)
     y = torch.from_numpy(labels)
+    id_scores = ood_scores(s, SCORES)
     return {
-        "test": _split_metrics(torch.softmax(z, 1), y),
-        "test_ts": {
-            "temperature": TEMPERATURE,
-            **_split_metrics(torch.softmax(z / TEMPERATURE, 1), y),
+        "test": logit_metrics(s, y),
+        "test_ts": {"temperature": TEMPERATURE, **logit_metrics(s.double() / TEMPERATURE, y)},
+        "ood": {
+            name: {k: ood_metrics(id_scores[k], torch.from_numpy(v)) for k, v in per.items()}
+            for name, per in (ood or {}).items()
         },
-        "ood": {},
     }
 
 
@@ -57,13 +64,25 @@ def test_labels() -> np.ndarray:
     return np.random.default_rng(123).integers(0, K, N_TEST)
 
 
+@pytest.fixture
+def allow_losses() -> None:
+    """Requested by a test that trains in-process, before it builds a leaderboard."""
+
+
 @pytest.fixture(autouse=True)
-def any_loss_is_softmax(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Synthetic loss names (focal, ls, ...) get plain softmax probabilities in the bootstrap."""
+def no_loss_is_ever_created(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leaderboard computes everything from saved files: creating a loss is a bug."""
     import calibench.registry as registry
 
-    real = registry.create_loss
-    monkeypatch.setattr(registry, "create_loss", lambda name, **params: real("ce"))
+    if "allow_losses" in request.fixturenames:
+        return
+
+    def refuse(name: str, **params: Any) -> Any:
+        raise AssertionError(f"the leaderboard created loss {name!r}")
+
+    monkeypatch.setattr(registry, "create_loss", refuse)
 
 
 MakeRun = Callable[..., Path]
@@ -71,7 +90,12 @@ MakeRun = Callable[..., Path]
 
 @pytest.fixture
 def make_run(tmp_path: Path, test_labels: np.ndarray) -> MakeRun:
-    """``make_run(loss=..., seed=..., status=..., strength=... | metrics=...)`` -> record path."""
+    """``make_run(loss=..., seed=..., status=..., strength=... | metrics=...)`` -> record path.
+
+    With ``strength`` (the default), the run has saved predictions, OOD scores for each set in
+    ``ood_sets``, and the metrics the evaluator computes from them; with ``metrics``, only a
+    record holding those numbers (and ``ood``, fake OOD metrics).
+    """
 
     def make(
         *,
@@ -82,6 +106,7 @@ def make_run(tmp_path: Path, test_labels: np.ndarray) -> MakeRun:
         strength: float | None = 2.0,
         metrics: dict[str, Any] | None = None,
         ood: dict[str, Any] | None = None,
+        ood_sets: Sequence[str] = (),
         deviations: dict[str, Any] | None = None,
         dataset: str = "cifar10",
         backbone: str = "resnet20",
@@ -89,6 +114,7 @@ def make_run(tmp_path: Path, test_labels: np.ndarray) -> MakeRun:
         results: Path | None = None,
         plots: dict[str, bytes] | None = None,
         labels: np.ndarray | None = None,
+        loss_source: dict[str, Any] | None = None,
     ) -> Path:
         spec = RunSpec(
             protocol=protocol,
@@ -99,7 +125,7 @@ def make_run(tmp_path: Path, test_labels: np.ndarray) -> MakeRun:
             dataset=dataset,
             seed=seed,
             loss_params=params or {},
-            ood=tuple(ood or ()),
+            ood=tuple(ood_sets or ood or ()),
             deviations=deviations or {},
         )
         run_dir = (results or tmp_path / "results") / protocol / spec.run_id()
@@ -107,8 +133,11 @@ def make_run(tmp_path: Path, test_labels: np.ndarray) -> MakeRun:
         artifacts: dict[str, Any] = {"plots": {}}
         if status == "completed" and metrics is None and strength is not None:
             logits = synthetic_logits(y, strength, seed)
-            metrics = metrics_from_logits(logits, y)
+            scores = synthetic_ood_scores(ood_sets, seed) if ood_sets else None
+            metrics = evaluator_metrics(logits, y, scores)
             artifacts["predictions"] = save_predictions(run_dir, logits, y)
+            if scores:
+                artifacts["ood_scores"] = save_ood_scores(run_dir, scores)
         if metrics is not None and ood:
             metrics = {**metrics, "ood": ood}
         for name, payload in (plots or {}).items():
@@ -120,7 +149,7 @@ def make_run(tmp_path: Path, test_labels: np.ndarray) -> MakeRun:
             status=status,
             reason=None if status == "completed" else f"synthetic {status} run",
             metrics=metrics or {},
-            loss_source={"type": "builtin"},
+            loss_source=loss_source or {"type": "builtin"},
             timing={"train_seconds": 1.0, "img_per_s": 100.0},
             epoch=2,
             artifacts=artifacts,

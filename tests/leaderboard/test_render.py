@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import json
 
@@ -18,10 +19,15 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 @pytest.fixture
 def board(make_run, tmp_path):
-    svhn = {"svhn": {"msp": {"auroc": 0.875, "fpr95": 0.4}}}
     for seed in range(2):
-        make_run(loss="dual_focal", seed=seed, strength=2.5, ood=svhn, plots={"reliability": PNG})
-    make_run(loss="ce", seed=0, strength=1.0, ood=svhn)
+        make_run(
+            loss="dual_focal",
+            seed=seed,
+            strength=2.5,
+            ood_sets=["svhn"],
+            plots={"reliability": PNG},
+        )
+    make_run(loss="ce", seed=0, strength=1.0, ood_sets=["svhn"])
     make_run(loss="ce", seed=1, status="diverged")
     bad = tmp_path / "results" / "smoke" / "junk" / "record.json"
     bad.parent.mkdir(parents=True)
@@ -54,9 +60,12 @@ def test_markdown_shows_mean_std_ci_status_and_problems(board):
     ):
         assert title in header
     row = next(line for line in md.splitlines() if "| dual_focal" in line)
-    ece = board.table.set_index("loss").loc["dual_focal"]
-    assert f"{ece['ece_mean'] * 100:.2f} ± {ece['ece_std'] * 100:.2f} [" in row
-    assert "87.50 ± 0.00" in row and "smoke v1" in row
+    values = board.table.set_index("loss").loc["dual_focal"]
+    for key in ("ece", "svhn_auroc", "svhn_fpr95"):
+        mean, std = values[f"{key}_mean"] * 100, values[f"{key}_std"] * 100
+        lo, hi = values[f"{key}_ci_low"] * 100, values[f"{key}_ci_high"] * 100
+        assert f"{mean:.2f} ± {std:.2f} [{lo:.2f}, {hi:.2f}]" in row, key
+    assert "smoke v1" in row
     assert "1 completed, 1 diverged" in md
     assert "seed 1 diverged: synthetic diverged run" in md
     assert "junk/record.json" in md  # the skipped record is listed with its path
@@ -65,20 +74,34 @@ def test_markdown_shows_mean_std_ci_status_and_problems(board):
 def test_csv_and_json_hold_fractions(board):
     rows = list(csv.DictReader(io.StringIO(render(board, "csv"))))
     by_loss = {r["loss"]: r for r in rows}
-    assert float(by_loss["dual_focal"]["svhn_auroc_mean"]) == pytest.approx(0.875)
+    auroc = board.table.set_index("loss").loc["dual_focal", "svhn_auroc_mean"]
+    assert 0.5 < auroc < 1.0
+    assert float(by_loss["dual_focal"]["svhn_auroc_mean"]) == pytest.approx(auroc)
+    assert float(by_loss["dual_focal"]["svhn_auroc_ci_low"]) < auroc
     assert by_loss["ce"]["status"] == "1 completed, 1 diverged"
     assert by_loss["ce"]["ece_std"] == ""  # one completed seed: no std
     doc = json.loads(render(board, "json"))
     jrows = {r["loss"]: r for r in doc["rows"]}
-    assert jrows["dual_focal"]["svhn_auroc_mean"] == pytest.approx(0.875)
+    assert jrows["dual_focal"]["svhn_auroc_mean"] == pytest.approx(auroc)
     assert jrows["ce"]["ece_std"] is None
     assert doc["sort"] == "ece" and doc["problems"][0]["path"].endswith("record.json")
+    assert "Welch" in doc["significance"] and "population value" in doc["intervals"]
+    kinds = {c["key"]: c["interval"] for c in doc["columns"]}
+    assert kinds["ece"] == kinds["ece_ts"] == "binned" and kinds["svhn_auroc"] == "percentile"
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "latex"])
+def test_caption_says_what_the_interval_covers_and_which_test(board, fmt):
+    text = " ".join(html.unescape(render(board, fmt)).split())
+    assert "population binned error" in text and "percentile bootstrap" in text
+    assert "Welch's t-test on the per-seed values" in text
+    assert "50 resamples" in text
 
 
 def test_latex_escapes_text_and_uses_math_symbols(board):
     tex = render(board, "latex")
     assert r"dual\_focal" in tex and r"$\pm$" in tex and r"ECE \%" in tex
-    assert "\\begin{tabular}" in tex and "±" not in tex
+    assert "\\begin{tabular}" in tex and "±" not in tex and "\\caption{" in tex
 
 
 def test_html_is_self_contained_with_embedded_diagrams(board):
