@@ -100,7 +100,7 @@ def parse_losses(text: str) -> list[LossChoice]:
     choices: list[LossChoice] = []
     for item in items:
         if item == "all":
-            choices.extend(LossChoice(name) for name in registry.names())
+            choices.extend(LossChoice(name) for name in registry.entries(families=False))
             continue
         match = _ITEM.match(item)
         if match is None:

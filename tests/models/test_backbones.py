@@ -87,4 +87,4 @@ def test_registry_entries() -> None:
         assert entry.defaults == {"num_classes": 10} and entry.reference
     family = reg.get("timm:resnet18")
     assert family.defaults == {"num_classes": 10, "pretrained": False}
-    assert "timm:<name>" in [name for name, _ in reg.listing("timm:*")]
+    assert "timm:<name>" in reg.entries("timm:*")
