@@ -357,7 +357,7 @@ class Registry:
 
 
 LOSSES = Registry("losses", "calibench.losses", "calibench.losses")
-BACKBONES = Registry("backbones", "calibench.models", "calibench.backbones")
+BACKBONES = Registry("backbones", "calibench.backbones", "calibench.backbones")
 DATASETS = Registry("datasets", "calibench.data.datasets", "calibench.datasets")
 OOD = Registry("ood", "calibench.data.ood", "calibench.ood")
 

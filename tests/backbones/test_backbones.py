@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from calibench import create_backbone, get_registry
+from calibench.backbones.resnet_cifar import BasicBlock, CifarResNet
 from calibench.errors import UsageError
-from calibench.models.resnet_cifar import BasicBlock, CifarResNet
 
 
 @pytest.mark.parametrize(("name", "n"), [("resnet20", 3), ("resnet56", 9), ("resnet110", 18)])
