@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibench.data.formats import DataFormatError
+from calibench.errors import DataFormatError
 from calibench.data.sources import RawData, load_cifar
 from calibench.errors import UsageError
 from calibench.registry import register_dataset

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from calibench.data import sources
-from calibench.data.formats import DataFormatError
+from calibench.errors import DataFormatError
 from calibench.data.sources import load_cifar, load_svhn_test, resolve_data_root
 from calibench.errors import DataNotFoundError, UsageError
 
