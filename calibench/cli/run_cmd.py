@@ -129,9 +129,10 @@ def run_cmd(
             "to run it here anyway"
         )
     from calibench.runner.executors.base import RunJob
-    from calibench.runner.plan import check_data_available, will_run
+    from calibench.runner.plan import check_data_available
+    from calibench.status import Action, next_action
 
-    pending = [p.spec for p in plan if will_run(p, retry_diverged=retry_diverged)]
+    pending = [p.spec for p in plan if next_action(p.state, retry_diverged) is not Action.SKIP]
     if pending and executor is ExecutorName.local:
         # Cluster workers may see other files than this machine: they check data themselves.
         check_data_available(pending, root)

@@ -14,9 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from calibench import records
+from calibench.errors import RecordError
 from calibench.spec import RunSpec
+from calibench.status import RecordStatus, RunState, state_from_record
 
-RECORD = "record.json"
+RECORD = records.RECORD_FILENAME
 SPEC = "spec.json"
 CHECKPOINTS = "checkpoints"
 PROGRESS = "progress.json"
@@ -38,7 +41,7 @@ def run_dir(results: Path | str, spec: RunSpec) -> Path:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None when it is missing or unreadable."""
+    """The JSON object in ``path`` (``progress.json``), or None when it is missing or unreadable."""
     try:
         obj = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -46,16 +49,20 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def record_status(directory: Path) -> tuple[str | None, str]:
-    """``(status, reason)`` of the run's record (``completed`` / ``diverged`` / ``failed``), or
-    ``(None, "")`` without a readable record."""
-    record = read_json(directory / RECORD)
-    if record is None:
+def record_status(directory: Path) -> tuple[RecordStatus | None, str]:
+    """``(status, reason)`` of the run's record, read and validated by :mod:`calibench.records`.
+
+    ``(None, "")`` without a record; ``(None, why)`` for a malformed one, which a rerun replaces.
+    """
+    path = directory / RECORD
+    if not path.is_file():
         return None, ""
-    status = record.get("status")
-    if not isinstance(status, str):
-        return None, ""
-    return status, "" if status == "completed" else str(record.get("reason") or "")
+    try:
+        record = records.load_record(path)
+    except RecordError as exc:
+        return None, f"invalid record, to be replaced ({exc})"
+    status = RecordStatus(record["status"])
+    return status, "" if status is RecordStatus.COMPLETED else str(record.get("reason") or "")
 
 
 def has_checkpoint(directory: Path) -> bool:
@@ -63,15 +70,8 @@ def has_checkpoint(directory: Path) -> bool:
     return ckpt.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in ckpt.iterdir())
 
 
-def run_state(directory: Path) -> tuple[str, str]:
-    """What a rerun would do: ``done``, ``diverged``, ``failed`` (retried), ``resumable`` or ``new``."""
+def run_state(directory: Path) -> tuple[RunState, str]:
+    """The run's :class:`~calibench.status.RunState` and the reason its record gives, if any."""
     status, reason = record_status(directory)
-    if status == "completed":
-        return "done", ""
-    if status == "diverged":
-        return "diverged", reason
-    if has_checkpoint(directory):
-        return "resumable", reason
-    if status == "failed":
-        return "failed", reason
-    return "new", ""
+    state = state_from_record(status, has_checkpoint(directory))
+    return state, "" if state is RunState.DONE else reason

@@ -19,8 +19,14 @@ from rich.table import Table
 from calibench.runner import layout
 from calibench.runner.execute import RunOutcome
 from calibench.runner.plan import PlannedRun
+from calibench.status import Outcome
 
-STYLE = {"completed": "green", "skipped": "dim", "diverged": "magenta", "failed": "red"}
+STYLE = {
+    Outcome.COMPLETED: "green",
+    Outcome.SKIPPED: "dim",
+    Outcome.DIVERGED: "magenta",
+    Outcome.FAILED: "red",
+}
 
 
 def _duration(seconds: float | None) -> str:
@@ -65,9 +71,9 @@ class LiveView:
     def finished(self, outcome: RunOutcome) -> None:
         self.counts[outcome.status] += 1
         self.finished_ids.add(outcome.run_id)
-        style = STYLE.get(outcome.status, "default")
+        style = STYLE[outcome.status]
         detail = f" ({outcome.reason})" if outcome.reason else ""
-        took = f" in {_duration(outcome.seconds)}" if outcome.status != "skipped" else ""
+        took = f" in {_duration(outcome.seconds)}" if outcome.status is not Outcome.SKIPPED else ""
         self.console.print(
             f"[{style}]{outcome.status:>9}[/] {outcome.run_id} {outcome.label}{took}{detail}",
             highlight=False,

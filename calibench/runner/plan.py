@@ -11,13 +11,14 @@ from typing import Any
 from calibench.runner import layout
 from calibench.runner.selection import LossChoice
 from calibench.spec import RunSpec
+from calibench.status import Action, RunState, next_action
 
 STATE_STYLE = {
-    "done": "green",
-    "resumable": "yellow",
-    "diverged": "magenta",
-    "failed": "red",
-    "new": "default",
+    RunState.DONE: "green",
+    RunState.RESUMABLE: "yellow",
+    RunState.DIVERGED: "magenta",
+    RunState.FAILED: "red",
+    RunState.NEW: "default",
 }
 
 
@@ -27,7 +28,7 @@ class PlannedRun:
 
     spec: RunSpec
     run_dir: Path
-    state: str
+    state: RunState
     reason: str = ""
 
     @property
@@ -62,35 +63,26 @@ def build_specs(
     ]
 
 
+def plan_run(spec: RunSpec, results: Path | str) -> PlannedRun:
+    """``spec`` with its run folder and current state (see :func:`layout.run_state`)."""
+    directory = layout.run_dir(results, spec)
+    return PlannedRun(spec, directory, *layout.run_state(directory))
+
+
 def plan_runs(specs: Sequence[RunSpec], results: Path | str) -> list[PlannedRun]:
-    """Each spec with its run folder and current state (see :func:`layout.run_state`)."""
-    plan = []
-    for spec in specs:
-        directory = layout.run_dir(results, spec)
-        state, reason = layout.run_state(directory)
-        plan.append(PlannedRun(spec, directory, state, reason))
-    return plan
-
-
-def will_run(run: PlannedRun, *, retry_diverged: bool = False) -> bool:
-    """Whether executing the plan trains (or resumes) this run."""
-    return run.state in ("new", "resumable", "failed") or (
-        run.state == "diverged" and retry_diverged
-    )
+    return [plan_run(spec, results) for spec in specs]
 
 
 def plan_table(plan: Sequence[PlannedRun], *, retry_diverged: bool = False) -> Any:
     """A rich table of the plan: run id, loss, backbone, dataset, seed, state, action."""
     from rich.table import Table
 
-    todo = sum(will_run(r, retry_diverged=retry_diverged) for r in plan)
+    actions = [next_action(r.state, retry_diverged) for r in plan]
+    todo = sum(action is not Action.SKIP for action in actions)
     table = Table(title=f"calibench run plan: {len(plan)} runs, {todo} to run")
     for col in ("run id", "loss", "backbone", "dataset", "seed", "status", "action"):
         table.add_column(col, overflow="fold")
-    for run in plan:
-        action = "run" if run.state == "new" else "resume" if run.state == "resumable" else "skip"
-        if run.state in ("failed",) or (run.state == "diverged" and retry_diverged):
-            action = "retry"
+    for run, action in zip(plan, actions, strict=True):
         status = run.state + (f": {run.reason}" if run.reason else "")
         s = run.spec
         table.add_row(
@@ -100,7 +92,7 @@ def plan_table(plan: Sequence[PlannedRun], *, retry_diverged: bool = False) -> A
             s.dataset,
             str(s.seed),
             f"[{STATE_STYLE[run.state]}]{status}[/]",
-            action,
+            str(action),
         )
     return table
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.runner import layout
+from calibench.status import RecordStatus
 
 
 def planned_records(results_dir: Path | str, protocol: str, run_ids: Sequence[str]) -> list[Any]:
@@ -32,7 +33,7 @@ def leaderboard_for(
     from calibench.leaderboard import build_leaderboard, render_terminal
 
     stored = planned_records(results_dir, protocol, run_ids)
-    if not any(r.data["status"] == "completed" for r in stored):
+    if not any(r.data["status"] == RecordStatus.COMPLETED for r in stored):
         console.print("no completed run to rank yet")
         return
     try:

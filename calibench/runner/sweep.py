@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from calibench.runner.execute import RunOutcome, describe
+from calibench.runner.execute import RunOutcome, skipped
 from calibench.runner.executors.base import Executor, RunJob
 from calibench.runner.live import LiveView
-from calibench.runner.plan import PlannedRun, will_run
+from calibench.runner.plan import PlannedRun
 from calibench.spec import RunSpec
+from calibench.status import Action, Outcome, next_action
 
 
 @dataclass
@@ -21,18 +22,11 @@ class SweepResult:
 
     @property
     def failed(self) -> list[RunOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        return [o for o in self.outcomes if o.status is Outcome.FAILED]
 
     @property
     def exit_code(self) -> int:
         return 130 if self.interrupted else 1 if self.failed else 0
-
-
-def _skipped(run: PlannedRun) -> RunOutcome:
-    reason = "already completed"
-    if run.state == "diverged":
-        reason = "diverged earlier (rerun with --retry-diverged)"
-    return RunOutcome(run.run_id, describe(run.spec), "skipped", reason)
 
 
 def run_sweep(
@@ -50,10 +44,10 @@ def run_sweep(
     """
     console = console or Console()
     by_id: dict[str, RunOutcome] = {}
-    todo = [r for r in plan if will_run(r, retry_diverged=job.retry_diverged)]
+    todo = [r for r in plan if next_action(r.state, job.retry_diverged) is not Action.SKIP]
     for run in plan:
         if run not in todo:
-            by_id[run.run_id] = _skipped(run)
+            by_id[run.run_id] = skipped(run)
     interrupted = False
     with LiveView(todo, console, live=live and console.is_terminal) as view:
 

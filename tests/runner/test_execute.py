@@ -152,3 +152,14 @@ def test_progress_file_feeds_the_live_view(tmp_path: Path, specs) -> None:
     assert plan[1].run_id not in text and "0/3 runs" in text
     writer.remove()
     assert plan[0].run_id not in render(view)
+
+
+def test_an_invalid_record_is_reported_then_replaced(tmp_path: Path, specs, fake_engine) -> None:
+    directory = layout.run_dir(tmp_path, specs[0])
+    directory.mkdir(parents=True)
+    (directory / layout.RECORD).write_text('{"status": "completed"}')  # not a valid record
+    (run,) = plan_runs(specs[:1], tmp_path)
+    assert run.state == "new" and "invalid record" in run.reason
+    assert "invalid record" in render(plan_table([run]))
+    assert execute_run(specs[0], tmp_path, "cpu").status == "completed"
+    assert records.load_record(directory)["status"] == "completed"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from calibench.runner.execute import RunOutcome, describe, execute_run
 from calibench.spec import RunSpec
+from calibench.status import Outcome
 
 OnDone = Callable[[RunSpec, RunOutcome], None]
 
@@ -37,7 +38,7 @@ class RunJob:
 
 def lost(spec: RunSpec, reason: str) -> RunOutcome:
     """The outcome of a run whose worker was lost without returning one."""
-    return RunOutcome(spec.run_id(), describe(spec), "failed", reason)
+    return RunOutcome(spec.run_id(), describe(spec), Outcome.FAILED, reason)
 
 
 class Executor(ABC):
