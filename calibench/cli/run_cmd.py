@@ -14,7 +14,7 @@ from calibench.errors import UsageError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from calibench.runner.executors.base import Executor, RunJob
+    from calibench.runner.executors import Executor, RunJob
     from calibench.runner.plan import PlannedRun
 
 
@@ -25,6 +25,8 @@ class Device(str, Enum):
 
 
 class ExecutorName(str, Enum):
+    """The keys of :data:`calibench.runner.executors.EXECUTORS`, written out to keep imports light."""
+
     local = "local"
     ray = "ray"
     slurm = "slurm"
@@ -99,9 +101,15 @@ def run_cmd(
     from rich.console import Console
 
     from calibench.protocols import load_protocol
-    from calibench.runner import layout
-    from calibench.runner.plan import build_specs, plan_runs, plan_table
-    from calibench.runner.selection import parse_losses, parse_names, parse_seeds
+    from calibench.runner.plan import (
+        build_specs,
+        default_results_dir,
+        parse_losses,
+        parse_names,
+        parse_seeds,
+        plan_runs,
+    )
+    from calibench.runner.view import plan_table
 
     console = Console()
     proto = load_protocol(protocol)
@@ -112,7 +120,7 @@ def run_cmd(
     datasets = parse_names(dataset or [proto.data.dataset], "datasets", "--dataset")
     ood_sets = parse_names(ood, "ood", "--ood") if ood is not None else list(proto.eval.ood)
     seed_list = parse_seeds(seeds)
-    results_dir = Path(results) if results is not None else layout.default_results_dir()
+    results_dir = Path(results) if results is not None else default_results_dir()
     root = data_root or os.environ.get("CALIBENCH_DATA")
 
     specs = build_specs(proto, loss_choices, backbones, datasets, seed_list, ood_sets, deviations)
@@ -128,7 +136,7 @@ def run_cmd(
             "'--protocol smoke' (about a minute per run on CPU), or pass '--device cpu' "
             "to run it here anyway"
         )
-    from calibench.runner.executors.base import RunJob
+    from calibench.runner.executors import RunJob, make_executor
     from calibench.runner.plan import check_data_available
     from calibench.status import Action, next_action
 
@@ -145,25 +153,16 @@ def run_cmd(
         compile=compile_model,
         threads=cpu_threads,
     )
-    if executor is ExecutorName.ray:
-        from calibench.runner.executors.ray import RayExecutor
-
-        runner = RayExecutor(ray_address, max_retries=ray_max_retries)
-    elif executor is ExecutorName.slurm:
-        from calibench.runner.executors.slurm import SlurmExecutor
-
-        params: dict[str, object] = {"timeout_min": slurm_timeout_min}
-        if slurm_partition:
-            params["slurm_partition"] = slurm_partition
-        if device is Device.cpu:
-            params["gpus_per_node"] = 0
-        runner = SlurmExecutor(
-            results_dir / ".submitit", array_parallelism=slurm_parallelism, **params
-        )
-    else:
-        from calibench.runner.executors.local import LocalExecutor, visible_gpus
-
-        runner = LocalExecutor(visible_gpus(device.value))
+    runner = make_executor(
+        executor.value,
+        device=device.value,
+        results_dir=results_dir,
+        ray_address=ray_address,
+        ray_max_retries=ray_max_retries,
+        slurm_array_parallelism=slurm_parallelism,
+        slurm_partition=slurm_partition,
+        slurm_timeout_min=slurm_timeout_min,
+    )
     raise typer.Exit(_execute(plan, proto.name, results_dir, job, runner, live, console))
 
 
@@ -176,8 +175,8 @@ def _execute(
     live: bool,
     console: Console,
 ) -> int:
-    from calibench.runner.summary import summary_table
-    from calibench.runner.sweep import run_sweep
+    from calibench.runner.executors import run_sweep
+    from calibench.runner.view import summary_table
 
     console.print(f"{len(plan)} runs, executor: {executor.describe()}, results: {results_dir}")
     result = run_sweep(plan, executor, job, console=console, live=live)
@@ -196,7 +195,7 @@ def _show_leaderboard(
 ) -> None:
     """The leaderboard of the runs this command planned (completed records only)."""
     try:
-        from calibench.runner.report import leaderboard_for
+        from calibench.runner.view import leaderboard_for
     except ImportError:
         return
     leaderboard_for(results_dir, protocol, run_ids, console)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from calibench.atomic import atomic_write_json
-from calibench.runner import layout
-from calibench.runner.plan import PlannedRun, plan_run
+from calibench.runner import engine
+from calibench.runner.plan import LOCK, LOGS, PROGRESS, SPEC, PlannedRun, has_checkpoint, plan_run
 from calibench.spec import RunSpec
 from calibench.status import Action, Outcome, RecordStatus, RunState, next_action
 
@@ -77,7 +77,7 @@ class ProgressWriter:
     the live view, whichever process or node the run is on."""
 
     def __init__(self, directory: Path, spec: RunSpec, interval_s: float = 1.0) -> None:
-        self.path = directory / layout.PROGRESS
+        self.path = directory / PROGRESS
         self.state: dict[str, Any] = {
             "run_id": directory.name,
             "label": describe(spec),
@@ -149,7 +149,7 @@ class ProgressWriter:
 
 
 def _log_attempt(directory: Path, **fields: Any) -> None:
-    logs = directory / layout.LOGS
+    logs = directory / LOGS
     logs.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"time": _now(), "host": socket.gethostname(), "pid": os.getpid(), **fields})
     with open(logs / "attempts.jsonl", "a") as f:  # one writer at a time: we hold the run's lock
@@ -183,7 +183,7 @@ def execute_run(
         return skipped(run)
     directory, label = run.run_dir, describe(spec)
     directory.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(directory / layout.LOCK), timeout=0)
+    lock = FileLock(str(directory / LOCK), timeout=0)
     try:
         lock.acquire()
     except Timeout:
@@ -209,21 +209,19 @@ def _execute_locked(
     data_root: Path | str | None,
     compile: bool,
 ) -> RunOutcome:
-    resumed = layout.has_checkpoint(directory)
-    atomic_write_json(directory / layout.SPEC, spec.to_dict())
+    resumed = has_checkpoint(directory)
+    atomic_write_json(directory / SPEC, spec.to_dict())
     _log_attempt(directory, event="start", resumed=resumed, device=device)
     progress = ProgressWriter(directory, spec)
     progress.write()
     start = time.monotonic()
-    from calibench.runner import engine
-
     try:
         result = engine.train_and_record(
             spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
         )
     except Exception as exc:
         reason = _one_line(exc)
-        log = directory / layout.LOGS / f"error-{int(time.time())}.log"
+        log = directory / LOGS / f"error-{int(time.time())}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"{label}\n{reason}\n\n{traceback.format_exc()}")
         try:

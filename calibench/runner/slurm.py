@@ -15,7 +15,7 @@ from typing import Any
 
 from calibench.errors import UsageError
 from calibench.runner.execute import RunOutcome
-from calibench.runner.executors.base import Executor, OnDone, RunJob, lost
+from calibench.runner.executors import Executor, OnDone, RunJob, lost
 from calibench.spec import RunSpec
 
 try:
@@ -62,6 +62,24 @@ class SlurmExecutor(Executor):
         self.parameters = {"timeout_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 8}
         self.parameters.update(parameters)
         self.jobs: list[Any] = []
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        device: str = "auto",
+        results_dir: Path | str = ".",
+        array_parallelism: int = 16,
+        partition: str | None = None,
+        timeout_min: int = 24 * 60,
+    ) -> SlurmExecutor:
+        """Submitit logs under ``results_dir/.submitit``; no GPU asked for with ``device="cpu"``."""
+        params: dict[str, Any] = {"timeout_min": timeout_min}
+        if partition:
+            params["slurm_partition"] = partition
+        if device == "cpu":
+            params["gpus_per_node"] = 0
+        return cls(Path(results_dir) / ".submitit", array_parallelism=array_parallelism, **params)
 
     def describe(self) -> str:
         return f"slurm job array (parallelism {self.array_parallelism}, logs in {self.folder})"

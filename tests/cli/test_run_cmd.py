@@ -8,7 +8,7 @@ import pytest
 
 from calibench.cli import main
 from calibench.runner import engine
-from calibench.runner.executors.local import LocalExecutor
+from calibench.runner.executors import LocalExecutor
 
 ARGS = ["run", "--backbone", "resnet20", "--dataset", "cifar10", "--protocol", "smoke"]
 
@@ -90,3 +90,10 @@ def test_missing_data_fails_once_before_any_run(tmp_path: Path, capsys, monkeypa
     assert len(lines) == 1 and lines[0].startswith("error: dataset 'cifar10' not found")
     assert str(empty / "cifar10.npz") in lines[0]
     assert not results.exists(), "no run folder or failed record is written"
+
+
+def test_executor_choices_are_the_runner_executors() -> None:
+    from calibench.cli.run_cmd import ExecutorName
+    from calibench.runner.executors import EXECUTORS
+
+    assert [e.value for e in ExecutorName] == list(EXECUTORS)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from calibench.errors import UnknownNameError, UnknownParameterError, UsageError
 from calibench.registry import LOSSES, get_registry
-from calibench.runner.selection import (
+from calibench.runner.plan import (
     LossChoice,
     parse_losses,
     parse_params,
