@@ -80,6 +80,11 @@ class Executor(ABC):
         """The executor for a command line's ``device``, ``results_dir`` and own ``options``."""
         return cls(**options)
 
+    def check(self) -> None:
+        """Raise :class:`UsageError` if this executor cannot start here (a missing optional
+        dependency, no cluster); ``calibench run`` calls it before any work."""
+        return None  # the local executor always can
+
     @abstractmethod
     def run(self, specs: Sequence[RunSpec], job: RunJob, on_done: OnDone) -> None: ...
 

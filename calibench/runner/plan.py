@@ -167,6 +167,38 @@ def parse_names(values: list[str] | str, kind: str, option: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_backbones(values: list[str] | str) -> list[str]:
+    """``--backbone`` names, each resolved and built once (:func:`check_backbone`)."""
+    names = parse_names(values, "backbones", "--backbone")
+    for name in names:
+        check_backbone(name)
+    return names
+
+
+def check_backbone(name: str, num_classes: int = 10) -> None:
+    """Build backbone ``name`` once, so that an unknown ``timm:<model>`` or a backbone that cannot
+    be built fails the command at once (with close matches) instead of every run.
+
+    The model is built on the meta device (no memory, no weight init); one that cannot be built
+    there is built on the CPU.
+    """
+    import torch
+
+    entry = get_registry("backbones").get(name)
+    try:
+        with torch.device("meta"):
+            entry.create(num_classes=num_classes)
+        return
+    except UsageError:
+        raise
+    except Exception:  # a meta-device limitation, or a real problem the CPU build will show
+        pass
+    try:
+        entry.create(num_classes=num_classes)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"backbone {name} cannot be built: {exc}") from None
+
+
 def parse_seeds(text: str) -> list[int]:
     """``0,1,2`` or a range ``0-4`` (inclusive) -> sorted distinct non-negative seeds."""
     seeds: list[int] = []
@@ -295,6 +327,17 @@ def plan_run(spec: RunSpec, results: Path | str) -> PlannedRun:
 
 def plan_runs(specs: Sequence[RunSpec], results: Path | str) -> list[PlannedRun]:
     return [plan_run(spec, results) for spec in specs]
+
+
+#: Training work (epochs × training images) that fits a CPU: resnet20 does it in minutes.
+CPU_IMAGE_EPOCHS = 20_000
+
+
+def cpu_sized(protocol: Any) -> bool:
+    """Whether ``protocol`` trains on a subset small enough for a CPU: at most
+    :data:`CPU_IMAGE_EPOCHS` epochs × images (the whole training split never is)."""
+    images = protocol.data.train_subset
+    return 0 < images * protocol.train.epochs <= CPU_IMAGE_EPOCHS
 
 
 def check_data_available(specs: Sequence[RunSpec], data_root: str | Path | None) -> None:

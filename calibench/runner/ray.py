@@ -66,6 +66,9 @@ class RayExecutor(Executor):
     def describe(self) -> str:
         return f"ray ({self.address or 'local instance'})"
 
+    def check(self) -> None:
+        import_ray()
+
     def run(self, specs: Sequence[RunSpec], job: RunJob, on_done: OnDone) -> None:
         ray = import_ray()
         started = not ray.is_initialized()

@@ -84,7 +84,10 @@ class SlurmExecutor(Executor):
     def describe(self) -> str:
         return f"slurm job array (parallelism {self.array_parallelism}, logs in {self.folder})"
 
-    def make_executor(self) -> Any:
+    def check(self) -> None:
+        self._submitit_and_cluster()
+
+    def _submitit_and_cluster(self) -> tuple[Any, str]:
         try:
             import submitit
         except ImportError:
@@ -96,6 +99,10 @@ class SlurmExecutor(Executor):
             raise UsageError(
                 "no SLURM cluster found (sbatch is not on PATH); use --executor local or ray"
             )
+        return submitit, cluster
+
+    def make_executor(self) -> Any:
+        submitit, cluster = self._submitit_and_cluster()
         executor = submitit.AutoExecutor(
             folder=self.folder,
             cluster=cluster,
