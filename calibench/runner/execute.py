@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from calibench.atomic import atomic_write_json
-from calibench.runner import engine
+from calibench.runner.engine import train_and_record, write_failed_record
 from calibench.runner.plan import LOCK, LOGS, PROGRESS, SPEC, PlannedRun, has_checkpoint, plan_run
 from calibench.spec import RunSpec
 from calibench.status import Action, Outcome, RecordStatus, RunState, next_action
@@ -216,7 +216,7 @@ def _execute_locked(
     progress.write()
     start = time.monotonic()
     try:
-        result = engine.train_and_record(
+        result = train_and_record(
             spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
         )
     except Exception as exc:
@@ -225,9 +225,7 @@ def _execute_locked(
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"{label}\n{reason}\n\n{traceback.format_exc()}")
         try:
-            engine.write_failed_record(
-                spec, directory, reason=reason, log=str(log.relative_to(directory))
-            )
+            write_failed_record(spec, directory, reason=reason, log=str(log.relative_to(directory)))
         except Exception as record_exc:  # the run's outcome still reaches the summary
             reason += f" (and its failed record could not be written: {_one_line(record_exc)})"
         _log_attempt(directory, event=Outcome.FAILED, reason=reason)

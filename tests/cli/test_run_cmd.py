@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from calibench.cli import main
-from calibench.runner import engine
+from calibench.runner import execute
 from calibench.runner.executors import LocalExecutor
 
 ARGS = ["run", "--backbone", "resnet20", "--dataset", "cifar10", "--protocol", "smoke"]
@@ -71,7 +71,7 @@ def test_failed_run_makes_the_exit_code_non_zero(
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(engine, "train_and_record", boom)
+    monkeypatch.setattr(execute, "train_and_record", boom)
     args = [*ARGS, "--losses", "ce", "--seeds", "0", "--results", str(tmp_path), "--no-live"]
     args += ["--data-root", str(shared_data_dir)]
     assert main(args) == 1

@@ -10,7 +10,7 @@ from filelock import FileLock
 from rich.console import Console
 
 from calibench import records
-from calibench.runner import engine
+from calibench.runner import execute
 from calibench.runner.execute import execute_run
 from calibench.runner.executors import LocalExecutor, RunJob, run_sweep
 from calibench.runner.plan import (
@@ -128,7 +128,7 @@ def test_ctrl_c_stops_the_sweep_and_keeps_finished_records(
             raise KeyboardInterrupt
         return fake_engine(spec, directory, **kwargs)
 
-    monkeypatch.setattr(engine, "train_and_record", interrupt_on_second)
+    monkeypatch.setattr(execute, "train_and_record", interrupt_on_second)
     job = RunJob(str(tmp_path), "cpu")
     result = run_sweep(plan_runs(specs, tmp_path), LocalExecutor(), job, live=False)
     assert result.interrupted and result.exit_code == 130
