@@ -38,6 +38,10 @@ class DataNotFoundError(CalibenchError, FileNotFoundError):
     """A dataset could not be found on disk nor downloaded."""
 
 
+class DataFormatError(CalibenchError, ValueError):
+    """A dataset file exists but does not hold what its format promises."""
+
+
 class ProtocolError(UsageError):
     """A protocol file is malformed, or its content changed without a version bump."""
 

@@ -5,35 +5,32 @@ Modelled on timm's ``_registry.py``: a decorator registers a factory (class or f
 
 Built-ins register themselves when their module (``calibench.losses`` and so on) is imported.
 Plugins are discovered lazily, on the first lookup of a kind, from the entry-point group
-``calibench.<kind>``. Each entry point names a module or object; importing it runs its
-``register_*`` decorators, which are attributed to the plugin's distribution. An entry point
-whose object was not registered by a decorator is registered under the entry point's name.
-A plugin that fails to import or registers a clashing name is recorded as an error, reported by
-``calibench plugins`` and as one warning, and never breaks another command: the built-in keeps
-its name. ``DIST:NAME`` selects a plugin's entry explicitly. ``CALIBENCH_DISABLE_PLUGINS=1``
-turns discovery off.
+``calibench.<kind>`` by :func:`calibench.plugins.load_plugins`, which passes each plugin's
+distribution to :meth:`Registry.register`. A plugin that fails to import or registers a clashing
+name is recorded as an error, reported by ``calibench plugins`` and as one warning, and never
+breaks another command: the built-in keeps its name. ``DIST:NAME`` selects a plugin's entry
+explicitly.
 
 This module imports only the standard library, so ``import calibench`` stays light.
 """
 
 from __future__ import annotations
 
-import contextvars
 import difflib
 import fnmatch
 import functools
 import importlib
 import inspect
-import os
 import re
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any, TypeVar
 
 from calibench.errors import RegistrationError, UnknownNameError, UnknownParameterError
+from calibench.plugins import PluginStatus, PluginWarning, Source, load_plugins, plugins_disabled
+from calibench.plugins import source_of as _source_of
+from calibench.util import to_jsonable
 
 __all__ = [
     "KINDS",
@@ -60,52 +57,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DISABLE_ENV = "CALIBENCH_DISABLE_PLUGINS"
-
-
-class PluginWarning(UserWarning):
-    """A plugin failed to load or registered a clashing name."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a registered entry comes from: calibench itself, or a plugin distribution."""
-
-    type: str = "builtin"
-    distribution: str | None = None
-    version: str | None = None
-    entry_point: str | None = None
-
-    @property
-    def is_builtin(self) -> bool:
-        return self.type == "builtin"
-
-    @property
-    def is_plugin(self) -> bool:
-        return self.type == "plugin"
-
-    def label(self) -> str:
-        if self.is_builtin:
-            return "built-in"
-        if self.type == "local":
-            return f"local ({self.entry_point})"
-        return f"{self.distribution} {self.version}"
-
-    def as_dict(self) -> dict[str, Any]:
-        if self.is_builtin:
-            return {"type": "builtin"}
-        if self.type == "local":
-            return {"type": "local", "module": self.entry_point}
-        return {
-            "type": "plugin",
-            "distribution": self.distribution,
-            "version": self.version,
-            "entry_point": self.entry_point,
-        }
-
-
-BUILTIN = Source()
 
 
 @dataclass
@@ -140,10 +91,10 @@ class Entry:
             "kind": self.kind,
             "summary": self.summary,
             "reference": self.reference,
-            "defaults": _jsonable(self.defaults),
+            "defaults": to_jsonable(self.defaults, fallback=repr),
             "required": list(self.required),
             "source": self.source.as_dict(),
-            **({"metadata": _jsonable(self.metadata)} if self.metadata else {}),
+            **({"metadata": to_jsonable(self.metadata, fallback=repr)} if self.metadata else {}),
         }
 
     def check_params(self, params: dict[str, Any]) -> None:
@@ -167,47 +118,11 @@ class Entry:
         return self.factory(**params)
 
 
-@dataclass
-class PluginStatus:
-    """The outcome of loading one entry point."""
-
-    group: str
-    name: str
-    value: str
-    distribution: str | None
-    version: str | None
-    status: str = "ok"
-    error: str | None = None
-    registered: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "name": self.name,
-            "value": self.value,
-            "distribution": self.distribution,
-            "version": self.version,
-            "status": self.status,
-            "error": self.error,
-            "registered": list(self.registered),
-        }
-
-
 _SINGULAR = {"losses": "loss", "backbones": "backbone", "datasets": "dataset", "ood": "OOD set"}
 
 
 def _singular(kind: str) -> str:
     return _SINGULAR.get(kind, kind)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
 
 
 def _normalize_dist(name: str) -> str:
@@ -244,11 +159,6 @@ def _first_line(doc: str | None) -> str:
     return ""
 
 
-_loading: contextvars.ContextVar[tuple[Source, list[tuple[Registry, str]]] | None] = (
-    contextvars.ContextVar("calibench_loading_plugin", default=None)
-)
-
-
 class Registry:
     """Named factories of one kind, with built-ins, entry-point plugins and families.
 
@@ -263,11 +173,8 @@ class Registry:
         self._builtins: dict[str, Entry] = {}
         self._plugins: dict[tuple[str, str], Entry] = {}
         self._families: dict[str, Entry] = {}
-        self._statuses: list[PluginStatus] = []
-        self._lock = threading.RLock()
+        self._statuses: list[PluginStatus] | None = None  # None: plugins not loaded yet
         self._builtins_loaded = False
-        self._plugins_loaded = False
-        self._warned = False
 
     # -- registration -------------------------------------------------------------------------
     def register(
@@ -276,16 +183,23 @@ class Registry:
         *,
         summary: str | None = None,
         reference: str = "",
+        source: Source | None = None,
         **metadata_: Any,
     ) -> Callable[[F], F]:
-        """Decorator that registers a class or factory function under ``name``."""
+        """Decorator that registers a class or factory function under ``name``.
+
+        ``source`` is the plugin distribution when :func:`calibench.plugins.load_plugins`
+        registers an entry point's object; by default it follows the factory's package
+        (:func:`calibench.plugins.source_of`).
+        """
         if not name or not isinstance(name, str) or ":" in name or name != name.strip():
             raise RegistrationError(
                 f"invalid {_singular(self.kind)} name {name!r}: use a non-empty name without ':'"
             )
 
         def decorator(factory: F) -> F:
-            self._add(self._make_entry(name, factory, summary, reference, metadata_))
+            entry = self._make_entry(name, factory, summary, reference, metadata_, source)
+            self._add(entry)
             return factory
 
         return decorator
@@ -296,11 +210,10 @@ class Registry:
         """Decorator that registers a factory for every name ``prefix:<rest>``."""
 
         def decorator(factory: F) -> F:
-            with self._lock:
-                if prefix in self._families:
-                    raise RegistrationError(f"{self.kind} family '{prefix}:' is registered twice")
-                entry = self._make_entry(f"{prefix}:*", factory, summary, reference, metadata_)
-                self._families[prefix] = entry
+            if prefix in self._families:
+                raise RegistrationError(f"{self.kind} family '{prefix}:' is registered twice")
+            entry = self._make_entry(f"{prefix}:<name>", factory, summary, reference, metadata_)
+            self._families[prefix] = entry
             return factory
 
         return decorator
@@ -312,15 +225,9 @@ class Registry:
         summary: str | None,
         reference: str,
         metadata_: dict[str, Any],
+        source: Source | None = None,
     ) -> Entry:
         defaults, required, accepts_any = _describe_signature(factory)
-        loading = _loading.get()
-        if loading is not None:
-            source = loading[0]
-        elif getattr(factory, "__module__", "").partition(".")[0] == "calibench":
-            source = BUILTIN
-        else:  # registered at run time by the user's own code
-            source = Source("local", entry_point=getattr(factory, "__module__", None))
         return Entry(
             name=name,
             kind=self.kind,
@@ -330,62 +237,45 @@ class Registry:
             defaults=defaults,
             required=required,
             accepts_any=accepts_any,
-            source=source,
+            source=source or _source_of(factory),
             metadata=dict(metadata_),
         )
 
     def _add(self, entry: Entry) -> None:
-        if entry.source.is_plugin:
-            self._ensure_builtins()
-        with self._lock:
-            loading = _loading.get()
-            if not entry.source.is_plugin:
-                if entry.name in self._builtins:
-                    raise RegistrationError(
-                        f"{_singular(self.kind)} '{entry.name}' is registered twice "
-                        f"(first by {self._builtins[entry.name].source.label()})"
-                    )
-                self._builtins[entry.name] = entry
-                return
-            key = (_normalize_dist(entry.source.distribution or ""), entry.name)
-            if key in self._plugins:
-                raise RegistrationError(
-                    f"{entry.source.distribution} registers {_singular(self.kind)} "
-                    f"'{entry.name}' twice"
-                )
-            self._plugins[key] = entry
-            if loading is not None:
-                loading[1].append((self, entry.name))
+        if not entry.source.is_plugin:
             if entry.name in self._builtins:
                 raise RegistrationError(
-                    f"{_singular(self.kind)} '{entry.name}' clashes with a built-in; the built-in "
-                    f"keeps the name, the plugin's is reachable as '{entry.qualified_name}'"
+                    f"{_singular(self.kind)} '{entry.name}' is registered twice "
+                    f"(first by {self._builtins[entry.name].source.label()})"
                 )
+            self._builtins[entry.name] = entry
+            return
+        self._ensure_builtins()
+        key = (_normalize_dist(entry.source.distribution or ""), entry.name)
+        if key in self._plugins:
+            raise RegistrationError(
+                f"{entry.source.distribution} registers {_singular(self.kind)} '{entry.name}' twice"
+            )
+        self._plugins[key] = entry
+        if entry.name in self._builtins:
+            raise RegistrationError(
+                f"{_singular(self.kind)} '{entry.name}' clashes with a built-in; the built-in "
+                f"keeps the name, the plugin's is reachable as '{entry.qualified_name}'"
+            )
 
     # -- discovery -----------------------------------------------------------------------------
     def _ensure_builtins(self) -> None:
-        if self._builtins_loaded:
-            return
-        with self._lock:
-            if not self._builtins_loaded:
-                self._builtins_loaded = True
-                importlib.import_module(self.builtin_module)
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            importlib.import_module(self.builtin_module)
 
     def _ensure_plugins(self) -> None:
         self._ensure_builtins()
-        if self._plugins_loaded:
+        if self._statuses is not None:
             return
-        with self._lock:
-            if self._plugins_loaded:
-                return
-            self._plugins_loaded = True
-            if os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
-                return
-            for ep in _entry_points(self.group):
-                self._statuses.append(self._load_entry_point(ep))
+        self._statuses = [] if plugins_disabled() else load_plugins(self.group, self, _registered)
         failed = [s for s in self._statuses if s.status == "error"]
-        if failed and not self._warned:
-            self._warned = True
+        if failed:
             names = ", ".join(f"{s.name} ({s.distribution})" for s in failed)
             warnings.warn(
                 f"{len(failed)} {self.kind} plugin(s) failed: {names}; "
@@ -393,30 +283,6 @@ class Registry:
                 PluginWarning,
                 stacklevel=4,
             )
-
-    def _load_entry_point(self, ep: metadata.EntryPoint) -> PluginStatus:
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else ep.value.split(":")[0]
-        version = dist.version if dist is not None else None
-        status = PluginStatus(self.group, ep.name, ep.value, dist_name, version)
-        source = Source("plugin", dist_name, version, f"{ep.name} = {ep.value}")
-        registered: list[tuple[Registry, str]] = []
-        token = _loading.set((source, registered))
-        try:
-            obj = ep.load()
-            if not inspect.ismodule(obj) and not any(n == ep.name for _, n in registered):
-                if not callable(obj):
-                    raise RegistrationError(
-                        f"entry point {ep.name} = {ep.value} is neither a module nor a factory"
-                    )
-                self.register(ep.name)(obj)
-        except Exception as exc:  # a plugin must never break another command
-            status.status = "error"
-            status.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            _loading.reset(token)
-        status.registered = [f"{reg.kind}:{n}" for reg, n in registered]
-        return status
 
     # -- lookup --------------------------------------------------------------------------------
     def _visible(self) -> dict[str, Entry]:
@@ -471,20 +337,15 @@ class Registry:
             metadata=family.metadata,
         )
 
-    def listing(self, pattern: str = "*") -> list[tuple[str, Entry]]:
-        """``(name as typed, entry)`` pairs whose name matches the fnmatch ``pattern``, sorted."""
+    def entries(self, pattern: str = "*", *, families: bool = True) -> dict[str, Entry]:
+        """``{name as typed: entry}`` for names matching the fnmatch ``pattern``, sorted by name.
+
+        A family is listed as ``prefix:<name>`` (left out with ``families=False``).
+        """
         items = dict(self._visible())
-        for prefix, family in self._families.items():
-            items[f"{prefix}:<name>"] = family
-        return [(n, items[n]) for n in sorted(items) if fnmatch.fnmatchcase(n, pattern)]
-
-    def list(self, pattern: str = "*") -> list[Entry]:
-        """Entries whose name matches the fnmatch ``pattern``, sorted; families included."""
-        return [entry for _, entry in self.listing(pattern)]
-
-    def names(self, pattern: str = "*") -> list[str]:
-        visible = self._visible()
-        return sorted(n for n in visible if fnmatch.fnmatchcase(n, pattern))
+        if families:
+            items.update({f"{p}:<name>": family for p, family in self._families.items()})
+        return {n: items[n] for n in sorted(items) if fnmatch.fnmatchcase(n, pattern)}
 
     def create(self, name: str, **params: Any) -> Any:
         """Build ``name`` with ``params``, checked against the factory's signature."""
@@ -492,30 +353,11 @@ class Registry:
 
     def plugin_statuses(self) -> list[PluginStatus]:
         self._ensure_plugins()
-        return list(self._statuses)
-
-    def _reset_for_tests(self) -> None:
-        """Forget plugins (not built-ins) so discovery runs again."""
-        with self._lock:
-            self._plugins.clear()
-            self._statuses.clear()
-            self._plugins_loaded = False
-            self._warned = False
-
-
-def _entry_points(group: str) -> list[metadata.EntryPoint]:
-    seen: set[tuple[str, str]] = set()
-    eps = []
-    for ep in metadata.entry_points(group=group):
-        key = (ep.name, ep.value)
-        if key not in seen:  # the same distribution on sys.path twice
-            seen.add(key)
-            eps.append(ep)
-    return eps
+        return list(self._statuses or [])
 
 
 LOSSES = Registry("losses", "calibench.losses", "calibench.losses")
-BACKBONES = Registry("backbones", "calibench.models", "calibench.backbones")
+BACKBONES = Registry("backbones", "calibench.backbones", "calibench.backbones")
 DATASETS = Registry("datasets", "calibench.data.datasets", "calibench.datasets")
 OOD = Registry("ood", "calibench.data.ood", "calibench.ood")
 
@@ -535,6 +377,11 @@ def get_registry(kind: str) -> Registry:
         ) from None
 
 
+def _registered() -> set[str]:
+    """``"kind:name"`` of every plugin entry in every registry (what a plugin's loading added)."""
+    return {f"{r.kind}:{name}" for r in _REGISTRIES.values() for _, name in r._plugins}
+
+
 def plugin_statuses() -> list[PluginStatus]:
     """The load status of every discovered entry point, across all kinds."""
     return [s for r in _REGISTRIES.values() for s in r.plugin_statuses()]
@@ -549,7 +396,18 @@ create_loss = LOSSES.create
 create_backbone = BACKBONES.create
 create_dataset = DATASETS.create
 create_ood = OOD.create
-list_losses = LOSSES.list
-list_backbones = BACKBONES.list
-list_datasets = DATASETS.list
-list_ood = OOD.list
+
+
+def _lister(registry: Registry) -> Callable[[str], list[Entry]]:
+    def list_entries(pattern: str = "*") -> list[Entry]:
+        """Registered entries whose name matches the fnmatch ``pattern``, sorted; families too."""
+        return list(registry.entries(pattern).values())
+
+    list_entries.__name__ = f"list_{registry.kind}"
+    return list_entries
+
+
+list_losses = _lister(LOSSES)
+list_backbones = _lister(BACKBONES)
+list_datasets = _lister(DATASETS)
+list_ood = _lister(OOD)

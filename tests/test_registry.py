@@ -109,9 +109,9 @@ def test_create_loss_cee_suggests_ce() -> None:
 def test_list_filters_with_fnmatch(widgets: Registry) -> None:
     for name in ("iq-tv", "iq-chi2", "focal"):
         widgets.register(name)(lambda: 1)
-    assert [e.name for e in widgets.list("iq-*")] == ["iq-chi2", "iq-tv"]
-    assert [e.name for e in widgets.list()] == ["focal", "iq-chi2", "iq-tv"]
-    assert widgets.list("nothing*") == []
+    assert list(widgets.entries("iq-*")) == ["iq-chi2", "iq-tv"]
+    assert list(widgets.entries()) == ["focal", "iq-chi2", "iq-tv"]
+    assert widgets.entries("nothing*") == {}
 
 
 def test_family_handles_prefixed_names(widgets: Registry) -> None:
@@ -124,7 +124,7 @@ def test_family_handles_prefixed_names(widgets: Registry) -> None:
     assert entry.defaults == {"num_classes": 10}
     with pytest.raises(UnknownParameterError):
         widgets.create("timm:resnet18", depth=3)
-    assert "timm:<name>" in [n for n, _ in widgets.listing()]
+    assert "timm:<name>" in widgets.entries()
 
 
 def test_get_registry_validates_kind() -> None:

@@ -52,17 +52,10 @@ def _root(
 
 
 def _register_commands() -> None:
-    from calibench.cli import registry_cmds
+    from calibench.cli import leaderboard_cmd, registry_cmds, run_cmd
 
-    registry_cmds.register(app)
-    for module in ("run_cmd", "leaderboard_cmd"):
-        try:
-            mod = __import__(f"calibench.cli.{module}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"calibench.cli.{module}":
-                raise
-            continue
-        mod.register(app)
+    for module in (registry_cmds, run_cmd, leaderboard_cmd):
+        module.register(app)
 
 
 _register_commands()

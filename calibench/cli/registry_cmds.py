@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 
 from calibench.errors import UnknownNameError
-from calibench.registry import KINDS, PluginWarning, get_registry, plugin_statuses
+from calibench.plugins import PluginWarning
+from calibench.registry import KINDS, get_registry, plugin_statuses
 
 
 class OutputFormat(str, Enum):
@@ -32,8 +33,8 @@ def list_cmd(
     """List registered losses, backbones, datasets or OOD sets."""
     if kind not in KINDS:
         raise UnknownNameError(f"unknown kind '{kind}'; valid kinds: {', '.join(KINDS)}")
-    listing = get_registry(kind).listing(pattern)
-    rows = [dict(e.as_dict(), name=name) for name, e in listing]
+    listing = get_registry(kind).entries(pattern)
+    rows = [dict(e.as_dict(), name=name) for name, e in listing.items()]
     if fmt is OutputFormat.json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -46,7 +47,7 @@ def list_cmd(
     for col in ("summary", "reference", "defaults"):
         table.add_column(col, overflow="fold", ratio=1)
     table.add_column("source", no_wrap=True)
-    for name, e in listing:
+    for name, e in listing.items():
         cells = (name, e.summary, e.reference or "-", _defaults_text(e.defaults), e.source.label())
         table.add_row(*(escape(c) for c in cells))
     Console().print(table)

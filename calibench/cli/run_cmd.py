@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +13,8 @@ from calibench.errors import UsageError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from calibench.runner.executors.base import Executor, RunJob
+    from calibench.protocols import Protocol
+    from calibench.runner.executors import Executor, RunJob
     from calibench.runner.plan import PlannedRun
 
 
@@ -25,6 +25,8 @@ class Device(str, Enum):
 
 
 class ExecutorName(str, Enum):
+    """The keys of :data:`calibench.runner.executors.EXECUTORS`, written out to keep imports light."""
+
     local = "local"
     ray = "ray"
     slurm = "slurm"
@@ -99,21 +101,27 @@ def run_cmd(
     from rich.console import Console
 
     from calibench.protocols import load_protocol
-    from calibench.runner import layout
-    from calibench.runner.plan import build_specs, plan_runs, plan_table
-    from calibench.runner.selection import parse_losses, parse_names, parse_seeds
+    from calibench.runner.plan import (
+        build_specs,
+        default_results_dir,
+        parse_backbones,
+        parse_losses,
+        parse_names,
+        parse_seeds,
+        plan_runs,
+    )
+    from calibench.runner.view import plan_table
 
     console = Console()
     proto = load_protocol(protocol)
     proto, deviations = proto.with_overrides(epochs=epochs, train_subset=train_subset)
     # Every name is checked here, before any work.
     loss_choices = parse_losses(losses)
-    backbones = parse_names(backbone, "backbones", "--backbone")
+    backbones = parse_backbones(backbone)
     datasets = parse_names(dataset or [proto.data.dataset], "datasets", "--dataset")
     ood_sets = parse_names(ood, "ood", "--ood") if ood is not None else list(proto.eval.ood)
     seed_list = parse_seeds(seeds)
-    results_dir = Path(results) if results is not None else layout.default_results_dir()
-    root = data_root or os.environ.get("CALIBENCH_DATA")
+    results_dir = Path(results) if results is not None else default_results_dir()
 
     specs = build_specs(proto, loss_choices, backbones, datasets, seed_list, ood_sets, deviations)
     plan = plan_runs(specs, results_dir)
@@ -121,48 +129,37 @@ def run_cmd(
         console.print(plan_table(plan, retry_diverged=retry_diverged))
         console.print(f"results folder: {results_dir.resolve()}/{proto.name}/<run id>/")
         return
-    local_auto = device is Device.auto and executor is ExecutorName.local
-    if local_auto and proto.name != "smoke" and not _cuda_available():
-        raise UsageError(
-            f"no GPU found: the '{proto.name}' protocol takes days on a CPU. Try "
-            "'--protocol smoke' (about a minute per run on CPU), or pass '--device cpu' "
-            "to run it here anyway"
-        )
-    from calibench.runner.executors.base import RunJob
-    from calibench.runner.plan import check_data_available, will_run
+    from calibench.runner.executors import RunJob, make_executor
+    from calibench.runner.plan import check_data_available, cpu_sized
+    from calibench.status import Action, next_action
 
-    pending = [p.spec for p in plan if will_run(p, retry_diverged=retry_diverged)]
+    local_auto = device is Device.auto and executor is ExecutorName.local
+    if local_auto and not cpu_sized(proto) and not _cuda_available():
+        raise UsageError(_no_gpu_message(proto))
+    runner = make_executor(
+        executor.value,
+        device=device.value,
+        results_dir=results_dir,
+        ray_address=ray_address,
+        ray_max_retries=ray_max_retries,
+        slurm_array_parallelism=slurm_parallelism,
+        slurm_partition=slurm_partition,
+        slurm_timeout_min=slurm_timeout_min,
+    )
+    runner.check()
+    pending = [p.spec for p in plan if next_action(p.state, retry_diverged) is not Action.SKIP]
     if pending and executor is ExecutorName.local:
         # Cluster workers may see other files than this machine: they check data themselves.
-        check_data_available(pending, root)
+        check_data_available(pending, data_root)
 
     job = RunJob(
         str(results_dir),
         device.value,
-        None if root is None else str(root),
+        None if data_root is None else str(data_root),
         retry_diverged=retry_diverged,
         compile=compile_model,
         threads=cpu_threads,
     )
-    if executor is ExecutorName.ray:
-        from calibench.runner.executors.ray import RayExecutor
-
-        runner = RayExecutor(ray_address, max_retries=ray_max_retries)
-    elif executor is ExecutorName.slurm:
-        from calibench.runner.executors.slurm import SlurmExecutor
-
-        params: dict[str, object] = {"timeout_min": slurm_timeout_min}
-        if slurm_partition:
-            params["slurm_partition"] = slurm_partition
-        if device is Device.cpu:
-            params["gpus_per_node"] = 0
-        runner = SlurmExecutor(
-            results_dir / ".submitit", array_parallelism=slurm_parallelism, **params
-        )
-    else:
-        from calibench.runner.executors.local import LocalExecutor, visible_gpus
-
-        runner = LocalExecutor(visible_gpus(device.value))
     raise typer.Exit(_execute(plan, proto.name, results_dir, job, runner, live, console))
 
 
@@ -175,8 +172,8 @@ def _execute(
     live: bool,
     console: Console,
 ) -> int:
-    from calibench.runner.summary import summary_table
-    from calibench.runner.sweep import run_sweep
+    from calibench.runner.executors import run_sweep
+    from calibench.runner.view import leaderboard_for, summary_table
 
     console.print(f"{len(plan)} runs, executor: {executor.describe()}, results: {results_dir}")
     result = run_sweep(plan, executor, job, console=console, live=live)
@@ -186,19 +183,24 @@ def _execute(
             "[yellow]interrupted[/]: finished records and the latest checkpoints are kept; "
             "rerun the same command to resume"
         )
-    _show_leaderboard(results_dir, protocol_name, [r.run_id for r in plan], console)
+    leaderboard_for(results_dir, protocol_name, [r.run_id for r in plan], console)
     return result.exit_code
 
 
-def _show_leaderboard(
-    results_dir: Path, protocol: str, run_ids: list[str], console: Console
-) -> None:
-    """The leaderboard of the runs this command planned (completed records only)."""
-    try:
-        from calibench.runner.report import leaderboard_for
-    except ImportError:
-        return
-    leaderboard_for(results_dir, protocol, run_ids, console)
+def _no_gpu_message(proto: Protocol) -> str:
+    """Why a protocol that is not :func:`~calibench.runner.plan.cpu_sized` needs a GPU, and the
+    CPU-sized protocols to try instead."""
+    from calibench.protocols import list_protocols
+    from calibench.runner.plan import cpu_sized
+
+    images = f"{proto.data.train_subset:,}" if proto.data.train_subset else "all the"
+    small = [f"'--protocol {p.name}'" for p in list_protocols() if cpu_sized(p)]
+    hint = f"Try {' or '.join(small)} (sized for a CPU), or pass" if small else "Pass"
+    return (
+        f"no GPU found: the '{proto.name}' protocol trains {proto.train.epochs} epochs on "
+        f"{images} training images, hours to days on a CPU. {hint} '--device cpu' to run it "
+        "here anyway"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibench.data.formats import DataFormatError
 from calibench.data.sources import RawData, load_cifar
-from calibench.errors import UsageError
+from calibench.errors import DataFormatError, UsageError
 from calibench.registry import register_dataset
 
 __all__ = [

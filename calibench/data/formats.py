@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from calibench.errors import CalibenchError
+from calibench.errors import DataFormatError
 
 IMAGE_SHAPE = (32, 32, 3)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -41,10 +41,6 @@ CIFAR100_TEST_FILE = "test"
 CIFAR100_META_FILE = "meta"
 
 SVHN_TEST_FILE = "test_32x32.mat"
-
-
-class DataFormatError(CalibenchError, ValueError):
-    """A dataset file exists but does not hold what its format promises."""
 
 
 def _load_pickle(path: Path) -> dict[str, Any]:

@@ -1,19 +1,28 @@
-"""The sweep runner behind ``calibench run``: plan, execute one run, executors, live view.
+"""The sweep runner behind ``calibench run``; one-way imports, top to bottom:
 
-- :mod:`.selection`: parse ``--losses 'ce,focal(gamma=2)'``, seeds and name lists;
-- :mod:`.plan`: loss × backbone × dataset × seed -> :class:`RunSpec` s and their state;
-- :mod:`.layout`: the results folder, ``RESULTS/<protocol>/<run_id>/``;
+- :mod:`.plan`: the selections (``--losses 'ce,focal(gamma=2)'``, seeds, names; all checked
+  before any work), the results folder ``RESULTS/<protocol>/<run_id>/``, and the plan: loss ×
+  backbone × dataset × seed -> :class:`RunSpec` s with their state;
 - :mod:`.execute`: :func:`execute_run`, lock -> train -> evaluate -> record, never raising for a
-  failed run; :mod:`.engine` is its one seam to trainer / evaluation / records;
-- :mod:`.executors`: ``local``, ``ray``, ``slurm``; :mod:`.sweep`: run a plan through one;
-- :mod:`.live`, :mod:`.summary`, :mod:`.report`: live view, summary table, leaderboard.
+  failed run, and :class:`RunOutcome`, the one result of a run;
+- :mod:`.view`: the plan table, the live view, the summary and the leaderboard printed at the end;
+- :mod:`.executors`: the executor interface, ``local``, :func:`make_executor` and
+  :func:`run_sweep`; :mod:`.ray` and :mod:`.slurm` need their optional dependencies.
+
+The skip / resume / retry rule lives in :mod:`calibench.status`.
 """
 
 from __future__ import annotations
 
 from calibench.runner.execute import RunOutcome, execute_run
-from calibench.runner.plan import PlannedRun, build_specs, plan_runs
-from calibench.runner.selection import LossChoice, parse_losses, parse_seeds
+from calibench.runner.plan import (
+    LossChoice,
+    PlannedRun,
+    build_specs,
+    parse_losses,
+    parse_seeds,
+    plan_runs,
+)
 
 __all__ = [
     "LossChoice",

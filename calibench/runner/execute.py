@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from calibench.atomic import atomic_write_json
-from calibench.runner import layout
+from calibench.runner.engine import train_and_record, write_failed_record
+from calibench.runner.plan import LOCK, LOGS, PROGRESS, SPEC, PlannedRun, has_checkpoint, plan_run
 from calibench.spec import RunSpec
-
-OUTCOMES = ("completed", "skipped", "diverged", "failed")
+from calibench.status import Action, Outcome, RecordStatus, RunState, next_action
 
 
 @dataclass
@@ -33,12 +33,15 @@ class RunOutcome:
 
     run_id: str
     label: str
-    status: str  # completed | skipped | diverged | failed
+    status: Outcome
     reason: str = ""
     seconds: float = 0.0
     resumed: bool = False
     epochs: int | None = None
     img_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.status = Outcome(self.status)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +50,16 @@ class RunOutcome:
 def describe(spec: RunSpec) -> str:
     """``focal(gamma=2) resnet20 cifar10 seed 0``."""
     return f"{spec.loss_label} {spec.backbone} {spec.dataset} seed {spec.seed}"
+
+
+def skipped(run: PlannedRun) -> RunOutcome:
+    """The outcome of a run that :func:`~calibench.status.next_action` skips, and why."""
+    if run.state is RunState.DONE:
+        reason = "already completed"
+    else:
+        reason = "diverged earlier (rerun with --retry-diverged)"
+        reason += f": {run.reason}" if run.reason else ""
+    return RunOutcome(run.run_id, describe(run.spec), Outcome.SKIPPED, reason)
 
 
 def _now() -> str:
@@ -64,7 +77,7 @@ class ProgressWriter:
     the live view, whichever process or node the run is on."""
 
     def __init__(self, directory: Path, spec: RunSpec, interval_s: float = 1.0) -> None:
-        self.path = directory / layout.PROGRESS
+        self.path = directory / PROGRESS
         self.state: dict[str, Any] = {
             "run_id": directory.name,
             "label": describe(spec),
@@ -112,7 +125,9 @@ class ProgressWriter:
         self.write()
 
     def on_train_end(self, status: str, epoch: int) -> None:
-        self.state.update(phase="evaluate" if status == "completed" else status, epoch=epoch)
+        self.state.update(
+            phase="evaluate" if status == RecordStatus.COMPLETED else status, epoch=epoch
+        )
         self.write()
 
     def eta_seconds(self) -> float | None:
@@ -134,7 +149,7 @@ class ProgressWriter:
 
 
 def _log_attempt(directory: Path, **fields: Any) -> None:
-    logs = directory / layout.LOGS
+    logs = directory / LOGS
     logs.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"time": _now(), "host": socket.gethostname(), "pid": os.getpid(), **fields})
     with open(logs / "attempts.jsonl", "a") as f:  # one writer at a time: we hold the run's lock
@@ -163,21 +178,20 @@ def execute_run(
     """
     from filelock import FileLock, Timeout
 
-    directory = layout.run_dir(results_dir, spec)
-    label = describe(spec)
+    run = plan_run(spec, results_dir)
+    if next_action(run.state, retry_diverged) is Action.SKIP:
+        return skipped(run)
+    directory, label = run.run_dir, describe(spec)
     directory.mkdir(parents=True, exist_ok=True)
-    skip = _skip_reason(directory, retry_diverged)
-    if skip is not None:
-        return RunOutcome(directory.name, label, "skipped", skip)
-    lock = FileLock(str(directory / layout.LOCK), timeout=0)
+    lock = FileLock(str(directory / LOCK), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        return RunOutcome(directory.name, label, "skipped", "running in another worker")
+        return RunOutcome(directory.name, label, Outcome.SKIPPED, "running in another worker")
     try:
-        skip = _skip_reason(directory, retry_diverged)  # it may have finished while we waited
-        if skip is not None:
-            return RunOutcome(directory.name, label, "skipped", skip)
+        run = plan_run(spec, results_dir)  # it may have finished while we waited
+        if next_action(run.state, retry_diverged) is Action.SKIP:
+            return skipped(run)
         if threads:
             import torch
 
@@ -185,15 +199,6 @@ def execute_run(
         return _execute_locked(spec, directory, label, device, data_root, compile)
     finally:
         lock.release()
-
-
-def _skip_reason(directory: Path, retry_diverged: bool) -> str | None:
-    status, reason = layout.record_status(directory)
-    if status == "completed":
-        return "already completed"
-    if status == "diverged" and not retry_diverged:
-        return "diverged earlier (rerun with --retry-diverged)" + (f": {reason}" if reason else "")
-    return None
 
 
 def _execute_locked(
@@ -204,32 +209,28 @@ def _execute_locked(
     data_root: Path | str | None,
     compile: bool,
 ) -> RunOutcome:
-    resumed = layout.has_checkpoint(directory)
-    atomic_write_json(directory / layout.SPEC, spec.to_dict())
+    resumed = has_checkpoint(directory)
+    atomic_write_json(directory / SPEC, spec.to_dict())
     _log_attempt(directory, event="start", resumed=resumed, device=device)
     progress = ProgressWriter(directory, spec)
     progress.write()
     start = time.monotonic()
-    from calibench.runner import engine
-
     try:
-        result = engine.train_and_record(
+        result = train_and_record(
             spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
         )
     except Exception as exc:
         reason = _one_line(exc)
-        log = directory / layout.LOGS / f"error-{int(time.time())}.log"
+        log = directory / LOGS / f"error-{int(time.time())}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"{label}\n{reason}\n\n{traceback.format_exc()}")
         try:
-            engine.write_failed_record(
-                spec, directory, reason=reason, log=str(log.relative_to(directory))
-            )
+            write_failed_record(spec, directory, reason=reason, log=str(log.relative_to(directory)))
         except Exception as record_exc:  # the run's outcome still reaches the summary
             reason += f" (and its failed record could not be written: {_one_line(record_exc)})"
-        _log_attempt(directory, event="failed", reason=reason)
+        _log_attempt(directory, event=Outcome.FAILED, reason=reason)
         return RunOutcome(
-            directory.name, label, "failed", reason, time.monotonic() - start, resumed
+            directory.name, label, Outcome.FAILED, reason, time.monotonic() - start, resumed
         )
     finally:
         progress.remove()

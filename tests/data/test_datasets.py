@@ -18,8 +18,7 @@ from calibench.data.datasets import (
     stratified_indices,
     subset,
 )
-from calibench.data.formats import DataFormatError
-from calibench.errors import UsageError
+from calibench.errors import DataFormatError, UsageError
 
 
 @pytest.fixture(scope="module")

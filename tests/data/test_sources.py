@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from calibench.data import sources
-from calibench.data.formats import DataFormatError
 from calibench.data.sources import load_cifar, load_svhn_test, resolve_data_root
-from calibench.errors import DataNotFoundError, UsageError
+from calibench.errors import DataFormatError, DataNotFoundError, UsageError
 
 
 def test_root_argument_beats_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

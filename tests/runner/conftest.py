@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from calibench import records
-from calibench.runner import engine
+from calibench.runner import engine, execute
 from calibench.runner.engine import EngineResult
 from calibench.spec import RunSpec
 
@@ -57,7 +57,7 @@ class FakeEngine:
 @pytest.fixture
 def fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     fake = FakeEngine()
-    monkeypatch.setattr(engine, "train_and_record", fake)
+    monkeypatch.setattr(execute, "train_and_record", fake)
     return fake
 
 

@@ -22,12 +22,18 @@ from typing import Any
 import pytest
 
 from calibench.records import load_record
-from calibench.runner import layout
 from calibench.runner.execute import RunOutcome
-from calibench.runner.executors.base import Executor, RunJob
-from calibench.runner.executors.local import LocalExecutor
-from calibench.runner.plan import build_specs
-from calibench.runner.selection import LossChoice
+from calibench.runner.executors import Executor, LocalExecutor, RunJob
+from calibench.runner.plan import (
+    LOGS,
+    PROGRESS,
+    RECORD,
+    LossChoice,
+    build_specs,
+    has_checkpoint,
+    read_json,
+    run_dir,
+)
 from calibench.spec import RunSpec
 
 pytestmark = pytest.mark.slow
@@ -41,7 +47,7 @@ def specs_for(protocol: Any, seeds: list[int], **deviations: Any) -> list[RunSpe
 
 def comparable(results: Path, spec: RunSpec) -> dict[str, Any]:
     """What must not depend on the executor: status, metrics, epoch, loss history."""
-    record = load_record(layout.run_dir(results, spec))
+    record = load_record(run_dir(results, spec))
     return {k: record[k] for k in ("status", "metrics", "epoch", "history", "spec")}
 
 
@@ -63,14 +69,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def first_checkpoint_pid(directory: Path) -> int | None:
     """The worker pid from progress.json once the run has written a checkpoint."""
-    progress = layout.read_json(directory / layout.PROGRESS)
-    if progress and layout.has_checkpoint(directory):
+    progress = read_json(directory / PROGRESS)
+    if progress and has_checkpoint(directory):
         return int(progress["pid"])
     return None
 
 
 def attempts(directory: Path) -> list[dict[str, Any]]:
-    lines = (directory / layout.LOGS / "attempts.jsonl").read_text().splitlines()
+    lines = (directory / LOGS / "attempts.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
@@ -111,27 +117,27 @@ def test_sweep_killed_with_sigkill_then_rerun_loses_and_duplicates_nothing(
         "--data-root", str(shared_data_dir), "--results", str(tmp_path), "--device", "cpu",
         "--cpu-threads", "1", "--no-live",
     ]  # fmt: skip
-    first, second = (layout.run_dir(tmp_path, s) for s in specs)
+    first, second = (run_dir(tmp_path, s) for s in specs)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: (first / layout.RECORD).exists(), 120, "the first record")
+        wait_for(lambda: (first / RECORD).exists(), 120, "the first record")
         wait_for(lambda: first_checkpoint_pid(second), 120, "a checkpoint of the second run")
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
-    assert not (second / layout.RECORD).exists()
+    assert not (second / RECORD).exists()
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "1 completed, 1 skipped, 0 diverged, 0 failed" in rerun.stdout
     for spec, directory in zip(specs, (first, second), strict=True):
         assert comparable(tmp_path, spec) == comparable(ref_dir, spec)
-        assert not list(directory.glob(".*.tmp")) and not (directory / layout.PROGRESS).exists()
+        assert not list(directory.glob(".*.tmp")) and not (directory / PROGRESS).exists()
     assert [a["event"] for a in attempts(second)] == ["start", "start", "completed"]
     assert attempts(second)[1]["resumed"] is True
-    records = sorted(tmp_path.rglob(layout.RECORD))
-    assert records == sorted([first / layout.RECORD, second / layout.RECORD])
+    records = sorted(tmp_path.rglob(RECORD))
+    assert records == sorted([first / RECORD, second / RECORD])
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "0 completed, 2 skipped" in again.stdout
@@ -157,7 +163,7 @@ def ray_cluster(tiny_protocol):
 
 
 def test_ray_records_equal_local_records(ray_cluster, reference, shared_data_dir, tmp_path):
-    from calibench.runner.executors.ray import RayExecutor
+    from calibench.runner.ray import RayExecutor
 
     ref_dir, specs = reference
     job = RunJob(str(tmp_path), "auto", str(shared_data_dir), threads=1)
@@ -165,16 +171,16 @@ def test_ray_records_equal_local_records(ray_cluster, reference, shared_data_dir
     assert sorted(o.status for o in outcomes) == ["completed", "completed"], outcomes
     for spec in specs:
         assert comparable(tmp_path, spec) == comparable(ref_dir, spec)
-        assert attempts(layout.run_dir(tmp_path, spec))[0]["pid"] != os.getpid()
+        assert attempts(run_dir(tmp_path, spec))[0]["pid"] != os.getpid()
 
 
 def test_ray_retries_a_sigkilled_worker_and_resumes(
     ray_cluster, tiny_protocol, shared_data_dir, tmp_path
 ):
-    from calibench.runner.executors.ray import RayExecutor
+    from calibench.runner.ray import RayExecutor
 
     (spec,) = specs_for(tiny_protocol, [0], epochs=4)
-    directory = layout.run_dir(tmp_path, spec)
+    directory = run_dir(tmp_path, spec)
     job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1)
     executor = RayExecutor(ray_cluster.address, max_retries=2)
     thread, box = in_thread(lambda: run_all(executor, [spec], job))
@@ -196,7 +202,7 @@ def test_submitit_array_requeue_resumes_from_checkpoint(
     reference, tiny_protocol, shared_data_dir, tmp_path
 ):
     pytest.importorskip("submitit")
-    from calibench.runner.executors.slurm import SlurmExecutor
+    from calibench.runner.slurm import SlurmExecutor
 
     ref_dir, specs = reference
     job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1)
@@ -204,7 +210,7 @@ def test_submitit_array_requeue_resumes_from_checkpoint(
         tmp_path / ".submitit", cluster="local", array_parallelism=2, poll_s=0.2, timeout_min=10
     )
     thread, box = in_thread(lambda: run_all(executor, specs, job))
-    directory = layout.run_dir(tmp_path, specs[0])
+    directory = run_dir(tmp_path, specs[0])
     pid = wait_for(lambda: first_checkpoint_pid(directory), 180, "the array task's checkpoint")
     os.kill(pid, signal.SIGUSR2)  # what SLURM sends before preemption / timeout
     thread.join(300)

@@ -10,14 +10,22 @@ from filelock import FileLock
 from rich.console import Console
 
 from calibench import records
-from calibench.runner import engine, layout
+from calibench.runner import execute
 from calibench.runner.execute import execute_run
-from calibench.runner.executors.base import RunJob
-from calibench.runner.executors.local import LocalExecutor
-from calibench.runner.plan import build_specs, plan_runs, plan_table
-from calibench.runner.selection import LossChoice
-from calibench.runner.summary import summary_table
-from calibench.runner.sweep import run_sweep
+from calibench.runner.executors import LocalExecutor, RunJob, run_sweep
+from calibench.runner.plan import (
+    CHECKPOINTS,
+    LOCK,
+    PROGRESS,
+    RECORD,
+    LossChoice,
+    build_specs,
+    plan_runs,
+    read_json,
+    run_dir,
+    run_state,
+)
+from calibench.runner.view import plan_table, summary_table
 
 
 def render(renderable) -> str:
@@ -47,7 +55,7 @@ def test_completed_run_is_skipped(tmp_path: Path, specs, fake_engine) -> None:
     second = execute_run(specs[0], tmp_path, "cpu")
     assert (first.status, second.status) == ("completed", "skipped")
     assert fake_engine.calls == [specs[0].run_id()]
-    stored = records.load_record(layout.run_dir(tmp_path, specs[0]))
+    stored = records.load_record(run_dir(tmp_path, specs[0]))
     assert stored["run_id"] == specs[0].run_id()
 
 
@@ -55,12 +63,12 @@ def test_failure_writes_a_failed_record_and_a_traceback(tmp_path: Path, specs, f
     fake_engine.fail = {0}
     outcome = execute_run(specs[0], tmp_path, "cpu")
     assert outcome.status == "failed" and "RuntimeError: boom on seed 0" in outcome.reason
-    directory = layout.run_dir(tmp_path, specs[0])
+    directory = run_dir(tmp_path, specs[0])
     record = records.load_record(directory)
     assert record["status"] == "failed" and "boom" in record["reason"]
     (log,) = (directory / "logs").glob("error-*.log")
     assert "Traceback" in log.read_text()
-    assert not (directory / layout.PROGRESS).exists()
+    assert not (directory / PROGRESS).exists()
     # A failed run is retried by the next invocation.
     fake_engine.fail = set()
     assert execute_run(specs[0], tmp_path, "cpu").status == "completed"
@@ -77,9 +85,9 @@ def test_diverged_run_is_kept_unless_retry(tmp_path: Path, specs, fake_engine) -
 
 
 def test_locked_run_is_left_to_its_worker(tmp_path: Path, specs, fake_engine) -> None:
-    directory = layout.run_dir(tmp_path, specs[0])
+    directory = run_dir(tmp_path, specs[0])
     directory.mkdir(parents=True)
-    with FileLock(str(directory / layout.LOCK)):
+    with FileLock(str(directory / LOCK)):
         outcome = execute_run(specs[0], tmp_path, "cpu")
     assert outcome.status == "skipped" and "another worker" in outcome.reason
     assert fake_engine.calls == []
@@ -90,8 +98,8 @@ def test_plan_states(tmp_path: Path, specs, fake_engine) -> None:
     for spec in specs:
         execute_run(spec, tmp_path, "cpu")
     extra = specs[0].__class__(**{**specs[0].to_dict(), "seed": 7})
-    (layout.run_dir(tmp_path, extra) / layout.CHECKPOINTS).mkdir(parents=True)
-    (layout.run_dir(tmp_path, extra) / layout.CHECKPOINTS / "epoch1.pt").write_bytes(b"x")
+    (run_dir(tmp_path, extra) / CHECKPOINTS).mkdir(parents=True)
+    (run_dir(tmp_path, extra) / CHECKPOINTS / "epoch1.pt").write_bytes(b"x")
     plan = plan_runs([*specs, extra], tmp_path)
     assert [r.state for r in plan] == ["done", "failed", "diverged", "resumable"]
     assert plan[0].run_dir == tmp_path / "smoke" / specs[0].run_id()
@@ -120,20 +128,20 @@ def test_ctrl_c_stops_the_sweep_and_keeps_finished_records(
             raise KeyboardInterrupt
         return fake_engine(spec, directory, **kwargs)
 
-    monkeypatch.setattr(engine, "train_and_record", interrupt_on_second)
+    monkeypatch.setattr(execute, "train_and_record", interrupt_on_second)
     job = RunJob(str(tmp_path), "cpu")
     result = run_sweep(plan_runs(specs, tmp_path), LocalExecutor(), job, live=False)
     assert result.interrupted and result.exit_code == 130
     assert [o.status for o in result.outcomes] == ["completed"]
-    assert layout.run_state(layout.run_dir(tmp_path, specs[1]))[0] == "new"
+    assert run_state(run_dir(tmp_path, specs[1]))[0] == "new"
     # The interrupted run's lock is free again.
-    with FileLock(str(layout.run_dir(tmp_path, specs[1]) / layout.LOCK), timeout=0):
+    with FileLock(str(run_dir(tmp_path, specs[1]) / LOCK), timeout=0):
         pass
 
 
 def test_progress_file_feeds_the_live_view(tmp_path: Path, specs) -> None:
     from calibench.runner.execute import ProgressWriter
-    from calibench.runner.live import LiveView
+    from calibench.runner.view import LiveView
 
     plan = plan_runs(specs, tmp_path)
     directory = plan[0].run_dir
@@ -143,7 +151,7 @@ def test_progress_file_feeds_the_live_view(tmp_path: Path, specs) -> None:
     for step in range(1, 6):
         writer.on_step(2, step, 10)
     writer.on_epoch_end(2, 4, 1.5, 321.0)
-    state = layout.read_json(directory / layout.PROGRESS)
+    state = read_json(directory / PROGRESS)
     assert state["epoch"] == 2 and state["epochs"] == 4 and state["resumed_from_epoch"] == 1
     assert state["eta_s"] is not None and state["eta_s"] > 0
     view = LiveView(plan, Console(file=io.StringIO()), live=False)
@@ -152,3 +160,21 @@ def test_progress_file_feeds_the_live_view(tmp_path: Path, specs) -> None:
     assert plan[1].run_id not in text and "0/3 runs" in text
     writer.remove()
     assert plan[0].run_id not in render(view)
+
+
+def test_an_invalid_record_is_reported_then_replaced(tmp_path: Path, specs, fake_engine) -> None:
+    directory = run_dir(tmp_path, specs[0])
+    directory.mkdir(parents=True)
+    (directory / RECORD).write_text('{"status": "completed"}')  # not a valid record
+    (run,) = plan_runs(specs[:1], tmp_path)
+    assert run.state == "new" and "invalid record" in run.reason
+    assert "invalid record" in render(plan_table([run]))
+    assert execute_run(specs[0], tmp_path, "cpu").status == "completed"
+    assert records.load_record(directory)["status"] == "completed"
+
+
+def test_every_state_and_outcome_has_a_style() -> None:
+    from calibench.runner.view import STYLE
+    from calibench.status import Outcome, RunState
+
+    assert set(RunState) | set(Outcome) <= set(STYLE)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from calibench.cli import main
-from calibench.runner import engine
-from calibench.runner.executors.local import LocalExecutor
+from calibench.runner import execute
+from calibench.runner.executors import LocalExecutor
 
 ARGS = ["run", "--backbone", "resnet20", "--dataset", "cifar10", "--protocol", "smoke"]
 
@@ -69,7 +71,7 @@ def test_failed_run_makes_the_exit_code_non_zero(
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(engine, "train_and_record", boom)
+    monkeypatch.setattr(execute, "train_and_record", boom)
     args = [*ARGS, "--losses", "ce", "--seeds", "0", "--results", str(tmp_path), "--no-live"]
     args += ["--data-root", str(shared_data_dir)]
     assert main(args) == 1
@@ -90,3 +92,66 @@ def test_missing_data_fails_once_before_any_run(tmp_path: Path, capsys, monkeypa
     assert len(lines) == 1 and lines[0].startswith("error: dataset 'cifar10' not found")
     assert str(empty / "cifar10.npz") in lines[0]
     assert not results.exists(), "no run folder or failed record is written"
+
+
+def test_executor_choices_are_the_runner_executors() -> None:
+    from calibench.cli.run_cmd import ExecutorName
+    from calibench.runner.executors import EXECUTORS
+
+    assert [e.value for e in ExecutorName] == list(EXECUTORS)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "message"),
+    [
+        ("timm:nosuchmodel", "unknown timm model 'nosuchmodel'"),
+        ("timm:resnet5O", "unknown timm model 'resnet5O'. Did you mean: timm:resnet50"),
+    ],
+)
+def test_unknown_timm_model_fails_once_before_planning(
+    tmp_path: Path, capsys, monkeypatch, shared_data_dir, backbone, message
+) -> None:
+    monkeypatch.setattr(LocalExecutor, "run", lambda *a: pytest.fail("training started"))
+    args = ["run", "--losses", "ce", "--backbone", backbone, "--protocol", "smoke"]
+    args += ["--seeds", "0,1,2", "--device", "cpu", "--no-live", "--results", str(tmp_path)]
+    assert main([*args, "--data-root", str(shared_data_dir)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+    assert not any(tmp_path.iterdir()), "no run folder or failed record is written"
+
+
+def test_a_bool_loss_parameter_is_not_a_number(tmp_path: Path, capsys) -> None:
+    args = [*ARGS, "--losses", "focal(gamma=True)", "--results", str(tmp_path), "--dry-run"]
+    assert main(args) == 2
+    assert "parameter gamma must be a number, got True" in capsys.readouterr().err
+
+
+def test_an_executor_that_cannot_start_fails_before_the_data_check(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no sbatch
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    results = tmp_path / "results"
+    args = [*ARGS, "--losses", "ce", "--executor", "slurm", "--device", "cpu"]
+    assert main([*args, "--data-root", str(empty), "--results", str(results)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "slurm" in lines[0].lower(), lines
+    assert not results.exists()
+
+
+def test_calibench_data_is_where_missing_data_is_looked_for(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(LocalExecutor, "run", lambda *a: pytest.fail("training started"))
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("CALIBENCH_DATA", str(empty))
+    args = [*ARGS, "--losses", "ce", "--device", "cpu", "--results", str(tmp_path / "r")]
+    assert main(args) == 1
+    assert str(empty / "cifar10.npz") in capsys.readouterr().err
+
+
+def test_a_broken_command_module_is_not_hidden() -> None:
+    code = "import sys; sys.modules['calibench.cli.run_cmd'] = None; import calibench.cli"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "ModuleNotFoundError: import of calibench.cli.run_cmd halted" in done.stderr

@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from calibench.errors import UnknownNameError, UnknownParameterError, UsageError
 from calibench.registry import LOSSES, get_registry
-from calibench.runner.selection import (
+from calibench.runner.plan import (
     LossChoice,
+    check_backbone,
+    cpu_sized,
     parse_losses,
     parse_params,
     parse_seeds,
@@ -55,7 +57,7 @@ def test_duplicates_are_dropped(param_loss: str) -> None:
 
 def test_all_means_every_registered_loss(param_loss: str) -> None:
     names = [c.name for c in parse_losses("all")]
-    assert names == get_registry("losses").names()
+    assert names == list(get_registry("losses").entries(families=False))
     assert param_loss in names and "ce" in names
 
 
@@ -116,3 +118,51 @@ def test_parse_seeds(text: str, seeds: list[int]) -> None:
 def test_bad_seeds(text: str) -> None:
     with pytest.raises(UsageError):
         parse_seeds(text)
+
+
+def test_an_unknown_timm_model_fails_with_close_matches() -> None:
+    with pytest.raises(
+        UsageError, match=r"unknown timm model 'resnet5O'\. Did you mean: timm:resnet50"
+    ):
+        check_backbone("timm:resnet5O")
+    check_backbone("timm:resnet18")
+
+
+def test_a_backbone_the_meta_device_cannot_build_is_built_on_the_cpu(monkeypatch) -> None:
+    import torch
+
+    from calibench.registry import Entry
+
+    devices: list[str] = []
+
+    def create(self, **params):
+        devices.append(torch.empty(0).device.type)
+        if devices[-1] == "meta":
+            raise NotImplementedError("no meta kernel")
+
+    monkeypatch.setattr(Entry, "create", create)
+    check_backbone("resnet20")
+    assert devices == ["meta", "cpu"]
+
+
+def test_a_backbone_that_rejects_its_arguments_is_a_usage_error(monkeypatch) -> None:
+    from calibench.registry import Entry
+
+    def create(self, **params):
+        raise TypeError(f"bad {sorted(params)}")
+
+    monkeypatch.setattr(Entry, "create", create)
+    with pytest.raises(
+        UsageError, match=r"backbone resnet20 cannot be built: bad \['num_classes'\]"
+    ):
+        check_backbone("resnet20")
+
+
+def test_only_small_training_subsets_are_cpu_sized() -> None:
+    from calibench.protocols import load_protocol
+
+    smoke, standard = load_protocol("smoke"), load_protocol("standard")
+    assert cpu_sized(smoke)
+    assert not cpu_sized(standard) and not cpu_sized(load_protocol("fast"))
+    assert not cpu_sized(smoke.with_overrides(epochs=100)[0])
+    assert cpu_sized(standard.with_overrides(epochs=2, train_subset=500)[0])

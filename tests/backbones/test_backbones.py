@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from calibench import create_backbone, get_registry
+from calibench.backbones.resnet_cifar import BasicBlock, CifarResNet
 from calibench.errors import UsageError
-from calibench.models.resnet_cifar import BasicBlock, CifarResNet
 
 
 @pytest.mark.parametrize(("name", "n"), [("resnet20", 3), ("resnet56", 9), ("resnet110", 18)])
@@ -87,4 +87,4 @@ def test_registry_entries() -> None:
         assert entry.defaults == {"num_classes": 10} and entry.reference
     family = reg.get("timm:resnet18")
     assert family.defaults == {"num_classes": 10, "pretrained": False}
-    assert "timm:<name>" in [name for name, _ in reg.listing("timm:*")]
+    assert "timm:<name>" in reg.entries("timm:*")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from calibench.errors import UsageError
 from calibench.runner.execute import RunOutcome
-from calibench.runner.executors.base import Executor, OnDone, RunJob, lost
+from calibench.runner.executors import Executor, OnDone, RunJob, lost
 from calibench.spec import RunSpec
 
 
@@ -50,8 +51,23 @@ class RayExecutor(Executor):
         self.num_cpus = num_cpus
         self.init_kwargs = dict(init_kwargs or {})
 
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        device: str = "auto",
+        results_dir: Path | str = ".",
+        address: str | None = None,
+        max_retries: int = 3,
+    ) -> RayExecutor:
+        """The command line's ``--ray-address`` and ``--ray-max-retries``."""
+        return cls(address, max_retries=max_retries)
+
     def describe(self) -> str:
         return f"ray ({self.address or 'local instance'})"
+
+    def check(self) -> None:
+        import_ray()
 
     def run(self, specs: Sequence[RunSpec], job: RunJob, on_done: OnDone) -> None:
         ray = import_ray()

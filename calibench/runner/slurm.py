@@ -15,7 +15,7 @@ from typing import Any
 
 from calibench.errors import UsageError
 from calibench.runner.execute import RunOutcome
-from calibench.runner.executors.base import Executor, OnDone, RunJob, lost
+from calibench.runner.executors import Executor, OnDone, RunJob, lost
 from calibench.spec import RunSpec
 
 try:
@@ -63,10 +63,31 @@ class SlurmExecutor(Executor):
         self.parameters.update(parameters)
         self.jobs: list[Any] = []
 
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        device: str = "auto",
+        results_dir: Path | str = ".",
+        array_parallelism: int = 16,
+        partition: str | None = None,
+        timeout_min: int = 24 * 60,
+    ) -> SlurmExecutor:
+        """Submitit logs under ``results_dir/.submitit``; no GPU asked for with ``device="cpu"``."""
+        params: dict[str, Any] = {"timeout_min": timeout_min}
+        if partition:
+            params["slurm_partition"] = partition
+        if device == "cpu":
+            params["gpus_per_node"] = 0
+        return cls(Path(results_dir) / ".submitit", array_parallelism=array_parallelism, **params)
+
     def describe(self) -> str:
         return f"slurm job array (parallelism {self.array_parallelism}, logs in {self.folder})"
 
-    def make_executor(self) -> Any:
+    def check(self) -> None:
+        self._submitit_and_cluster()
+
+    def _submitit_and_cluster(self) -> tuple[Any, str]:
         try:
             import submitit
         except ImportError:
@@ -78,6 +99,10 @@ class SlurmExecutor(Executor):
             raise UsageError(
                 "no SLURM cluster found (sbatch is not on PATH); use --executor local or ray"
             )
+        return submitit, cluster
+
+    def make_executor(self) -> Any:
+        submitit, cluster = self._submitit_and_cluster()
         executor = submitit.AutoExecutor(
             folder=self.folder,
             cluster=cluster,

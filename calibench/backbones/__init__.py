@@ -1,5 +1,5 @@
 """Built-in backbones. Importing this package registers each of them."""
 
-from calibench.models import resnet_cifar, timm_backbones
+from calibench.backbones import resnet_cifar, timm_backbones
 
 __all__ = ["resnet_cifar", "timm_backbones"]

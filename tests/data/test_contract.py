@@ -1,0 +1,69 @@
+"""The dataset and OOD-set contracts, checked for every registered one (new ones are picked up).
+
+A dataset builds from a ``<name>.npz`` under its root (the format every built-in reads) and
+fails with one :class:`DataNotFoundError` when nothing is there and downloads are off. An OOD set
+gives uint8 NHWC 32x32 images with its provenance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calibench import create_dataset, create_ood, get_registry
+from calibench.errors import DataNotFoundError
+
+DATASETS = list(get_registry("datasets").entries())
+OOD_SETS = list(get_registry("ood").entries())
+
+
+def _check_images(x: torch.Tensor) -> None:
+    assert x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1:] == (32, 32, 3)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_dataset_is_documented(name: str) -> None:
+    entry = get_registry("datasets").get(name)
+    assert entry.summary and entry.reference
+    assert {"root", "download", "val_size", "split_seed"} <= set(entry.parameters)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_dataset_missing_is_one_clear_error(tmp_path: Path, name: str) -> None:
+    with pytest.raises(DataNotFoundError, match=str(tmp_path)):
+        create_dataset(name, root=str(tmp_path), download=False)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_dataset_splits(tmp_path: Path, writers, name: str) -> None:
+    k = 100 if name == "cifar100" else 10
+    writers.write_npz(tmp_path / f"{name}.npz", n_train=3 * k, n_test=k, k=k)
+    ds = create_dataset(name, root=str(tmp_path), download=False, val_size=k)
+    assert ds.name == name and ds.num_classes == len(ds.classes)
+    assert len(ds.mean) == 3 and len(ds.std) == 3 and min(ds.std) > 0
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (2 * k, k, k)
+    for split in (ds.train, ds.val, ds.test):
+        _check_images(split.x)
+        assert split.y.dtype == torch.int64 and split.y.shape == (len(split),)
+        assert int(split.y.min()) >= 0 and int(split.y.max()) < ds.num_classes
+    assert ds.provenance["sizes"] == {"train": 2 * k, "val": k, "test": k}
+
+
+@pytest.mark.parametrize("name", OOD_SETS)
+def test_ood_set_is_documented(name: str) -> None:
+    entry = get_registry("ood").get(name)
+    assert entry.summary and entry.reference
+    assert {"root", "download", "like", "seed"} <= set(entry.parameters)
+
+
+@pytest.mark.parametrize("name", OOD_SETS)
+def test_ood_set_images(tmp_path: Path, writers, name: str) -> None:
+    writers.write_svhn(tmp_path, n=20)
+    np.savez(tmp_path / f"{name}.npz", x_test=np.zeros((20, 32, 32, 3), np.uint8))
+    ood = create_ood(name, root=str(tmp_path), download=False, seed=1)
+    assert ood.name == name and len(ood) > 0
+    _check_images(ood.x)
+    assert isinstance(ood.provenance, dict) and ood.provenance
