@@ -40,6 +40,7 @@ import numpy as np
 from calibench.atomic import atomic_write, atomic_write_bytes
 from calibench.errors import RecordError, UsageError
 from calibench.spec import RunSpec
+from calibench.status import RecordStatus
 
 __all__ = [
     "OOD_SCORES_FILENAME",
@@ -70,7 +71,7 @@ SCHEMA_VERSION = 2
 RECORD_FILENAME = "record.json"
 PREDICTIONS_FILENAME = "test_predictions.npz"
 OOD_SCORES_FILENAME = "ood_scores.npz"
-STATUSES = ("completed", "diverged", "failed")
+STATUSES = tuple(s.value for s in RecordStatus)
 MAX_RECORD_BYTES = 16 * 2**20
 
 _OLD_SCHEMAS = {
@@ -297,9 +298,9 @@ def build_record(
     }
     if status not in STATUSES:
         raise RecordError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    if status != "completed" and not reason:
+    if status != RecordStatus.COMPLETED and not reason:
         raise RecordError(f"a {status} run needs a reason (what went wrong)")
-    if status == "completed":
+    if status == RecordStatus.COMPLETED:
         reason = None
     timing = {"train_seconds": None, "img_per_s": None, **dict(timing or {})}
     record = {

@@ -41,7 +41,7 @@ _RESULTS_HELP = (
 
 
 def _results_dir(results: Path | None) -> Path:
-    from calibench.runner.layout import default_results_dir
+    from calibench.runner.plan import default_results_dir
 
     return results if results is not None else default_results_dir()
 

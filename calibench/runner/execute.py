@@ -5,12 +5,16 @@ or in a SLURM job. It never raises for a failed run: a training or evaluation er
 ``failed`` record (reason in the record, traceback in ``logs/``), a diverged run a ``diverged``
 record, and the sweep goes on. Only an interruption (Ctrl-C, a preemption signal) propagates,
 leaving the latest checkpoints in place for the next attempt.
+
+:func:`train_and_record` is the one seam to the training and evaluation code (imported lazily,
+so planning a sweep imports no torch): train (resuming) -> evaluate with the protocol's eval
+settings -> save the predictions and OOD scores -> write ``record.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
+import dataclasses
 import json
 import os
 import socket
@@ -21,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from calibench.atomic import atomic_write_json
-from calibench.runner.engine import train_and_record, write_failed_record
+from calibench.errors import UsageError
 from calibench.runner.plan import LOCK, LOGS, PROGRESS, SPEC, PlannedRun, has_checkpoint, plan_run
 from calibench.spec import RunSpec
 from calibench.status import Action, Outcome, RecordStatus, RunState, next_action
+from calibench.util import utc_now
 
 
 @dataclass
@@ -60,10 +65,6 @@ def skipped(run: PlannedRun) -> RunOutcome:
         reason = "diverged earlier (rerun with --retry-diverged)"
         reason += f": {run.reason}" if run.reason else ""
     return RunOutcome(run.run_id, describe(run.spec), Outcome.SKIPPED, reason)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -151,7 +152,9 @@ class ProgressWriter:
 def _log_attempt(directory: Path, **fields: Any) -> None:
     logs = directory / LOGS
     logs.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"time": _now(), "host": socket.gethostname(), "pid": os.getpid(), **fields})
+    line = json.dumps(
+        {"time": utc_now("seconds"), "host": socket.gethostname(), "pid": os.getpid(), **fields}
+    )
     with open(logs / "attempts.jsonl", "a") as f:  # one writer at a time: we hold the run's lock
         f.write(line + "\n")
 
@@ -235,13 +238,132 @@ def _execute_locked(
     finally:
         progress.remove()
     _log_attempt(directory, event=result.status, epochs=result.epochs)
-    return RunOutcome(
-        directory.name,
-        label,
-        result.status,
-        result.reason,
-        time.monotonic() - start,
-        resumed or result.resumed_from > 0,
-        result.epochs,
-        result.img_per_s,
+    return dataclasses.replace(
+        result, seconds=time.monotonic() - start, resumed=resumed or result.resumed
     )
+
+
+def train_and_record(
+    spec: RunSpec,
+    directory: Path,
+    *,
+    device: str,
+    data_root: Path | str | None,
+    compile: bool,
+    progress: Any,
+) -> RunOutcome:
+    """Train (resuming), then evaluate and write ``record.json``; or write a diverged record.
+
+    Returns the run's outcome without ``seconds`` (the caller times the whole attempt).
+    """
+    from calibench import records
+    from calibench.engine.trainer import train
+
+    result = train(
+        spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
+    )
+    common = {
+        "epoch": result.epoch,
+        "history": result.history,
+        "timing": result.timing,
+        "device": "cpu" if result.device.startswith("cpu") else None,  # None: the GPU's name
+        "data": result.dataset.provenance,
+    }
+    outcome = RunOutcome(
+        directory.name,
+        describe(spec),
+        Outcome.COMPLETED,
+        epochs=result.epoch,
+        img_per_s=result.timing.get("img_per_s"),
+        resumed=result.resumed_from > 0,
+    )
+    if result.status == RecordStatus.DIVERGED:
+        reason = f"non-finite training loss ({result.diverged_loss}) at epoch {result.epoch}"
+        write_status_record(spec, directory, RecordStatus.DIVERGED, reason, **common)
+        return dataclasses.replace(outcome, status=Outcome.DIVERGED, reason=reason)
+    evaluation = _evaluate(result, spec, directory, data_root)
+    artifacts = {
+        "predictions": records.save_predictions(
+            directory, evaluation.test_predictive_logits, evaluation.test_labels
+        ),
+        "ood_scores": (
+            records.save_ood_scores(directory, evaluation.ood_scores)
+            if evaluation.ood_scores
+            else None
+        ),
+        "plots": {
+            name: Path(path).resolve().relative_to(directory.resolve()).as_posix()
+            for name, path in evaluation.plots.items()
+        },
+    }
+    record = records.build_record(
+        spec,
+        status=RecordStatus.COMPLETED,
+        metrics=record_metrics(evaluation.metrics, result.protocol.eval.temperature_scaling),
+        conventions=evaluation.conventions,
+        artifacts=artifacts,
+        **common,
+    )
+    records.write_record(directory, record)
+    return outcome
+
+
+def _evaluate(result: Any, spec: RunSpec, directory: Path, data_root: Path | str | None) -> Any:
+    """Evaluate with the protocol's eval settings: at most ``max_images`` test / OOD images."""
+    from calibench.data.datasets import subset
+    from calibench.evaluation import evaluate
+    from calibench.registry import create_ood
+
+    settings = result.protocol.eval
+    dataset = result.dataset
+    cap = settings.max_images
+    if cap and cap < len(dataset.test):
+        dataset = dataclasses.replace(
+            dataset,
+            test=subset(dataset.test, cap),
+            provenance={**dataset.provenance, "eval_max_images": cap},
+        )
+    ood_sets = []
+    for name in spec.ood:
+        ood = create_ood(name, root=data_root, like=dataset, seed=spec.seed)
+        if cap and cap < len(ood):
+            ood = dataclasses.replace(ood, x=ood.x[:cap], y=None if ood.y is None else ood.y[:cap])
+        ood_sets.append(ood)
+    return evaluate(
+        result.model,
+        result.loss,
+        dataset,
+        ood_sets,
+        device=result.device,
+        n_bins=settings.ece_bins,
+        batch_size=settings.batch_size,
+        plots_dir=directory,
+    )
+
+
+def record_metrics(metrics: dict[str, Any], temperature_scaling: bool = True) -> dict[str, Any]:
+    """The evaluator's metrics for the record; no ``test_ts`` when the protocol turns TS off."""
+    return {**metrics, "test_ts": metrics.get("test_ts") if temperature_scaling else None}
+
+
+def write_status_record(
+    spec: RunSpec, directory: Path, status: str, reason: str, **fields: Any
+) -> None:
+    """A ``failed`` or ``diverged`` record (schema of :mod:`calibench.records`) with its reason."""
+    from calibench import records
+
+    try:
+        record = records.build_record(spec, status=status, reason=reason, **fields)
+    except UsageError:  # the loss is not registered any more: keep the failure all the same
+        record = records.build_record(
+            spec,
+            status=status,
+            reason=reason,
+            loss_source={"type": "local", "module": None},
+            **fields,
+        )
+    records.write_record(directory, record)
+
+
+def write_failed_record(spec: RunSpec, directory: Path, *, reason: str, log: str) -> None:
+    write_status_record(spec, directory, RecordStatus.FAILED, f"{reason} (traceback in {log})")

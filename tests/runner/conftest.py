@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from calibench import records
-from calibench.runner import engine, execute
-from calibench.runner.engine import EngineResult
+from calibench.runner import execute
+from calibench.runner.execute import RunOutcome, describe
 from calibench.spec import RunSpec
 
 
@@ -41,17 +41,19 @@ class FakeEngine:
         self.fail: set[int] = set()
         self.diverge: set[int] = set()
 
-    def __call__(self, spec: RunSpec, directory: Path, **kwargs: Any) -> EngineResult:
+    def __call__(self, spec: RunSpec, directory: Path, **kwargs: Any) -> RunOutcome:
         self.calls.append(spec.run_id())
         if spec.seed in self.fail:
             raise RuntimeError(f"boom on seed {spec.seed}")
         if spec.seed in self.diverge:
-            engine.write_status_record(
+            execute.write_status_record(
                 spec, directory, "diverged", "non-finite loss at epoch 1", epoch=1
             )
-            return EngineResult("diverged", "non-finite loss at epoch 1", 1)
+            return RunOutcome(
+                directory.name, describe(spec), "diverged", "non-finite loss at epoch 1", epochs=1
+            )
         records.write_record(directory, completed_record(spec))
-        return EngineResult("completed", "", 1, 100.0)
+        return RunOutcome(directory.name, describe(spec), "completed", epochs=1, img_per_s=100.0)
 
 
 @pytest.fixture
