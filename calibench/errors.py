@@ -30,6 +30,10 @@ class UnknownParameterError(UsageError, TypeError):
     """A factory was given a parameter it does not accept."""
 
 
+class LossInputError(UsageError):
+    """Logits or targets that a loss cannot accept."""
+
+
 class RegistrationError(CalibenchError):
     """A name was registered twice, or a registration is malformed."""
 
@@ -48,3 +52,12 @@ class ProtocolError(UsageError):
 
 class RecordError(CalibenchError):
     """A run record is malformed or fails schema validation."""
+
+
+class NonFiniteLogitsError(CalibenchError):
+    """The model produced NaN or inf logits: it diverged, so there is nothing to evaluate."""
+
+
+class NonFinitePredictiveLogitsError(CalibenchError):
+    """Finite model logits whose predictive logits are NaN or inf (a loss's map overflowed, or
+    a probability of exactly 0 was logged): the metrics would not be finite."""

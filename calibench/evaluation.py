@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from calibench.errors import CalibenchError, UsageError
+from calibench.errors import NonFiniteLogitsError, NonFinitePredictiveLogitsError, UsageError
 from calibench.metrics import (
     AUPR_CONVENTION,
     FPR95_CONVENTION,
@@ -77,15 +77,6 @@ CONVENTIONS: dict[str, Any] = {
 }
 """Every convention behind the numbers; ``Evaluation.conventions`` adds ``n_bins``,
 ``ood_scores`` (the score names) and ``ts_fit_split``."""
-
-
-class NonFiniteLogitsError(CalibenchError):
-    """The model produced NaN or inf logits: it diverged, so there is nothing to evaluate."""
-
-
-class NonFinitePredictiveLogitsError(CalibenchError):
-    """Finite model logits whose predictive logits are NaN or inf (a loss's map overflowed, or
-    a probability of exactly 0 was logged): the metrics would not be finite."""
 
 
 @dataclass

@@ -22,16 +22,12 @@ Records are parsed as plain JSON (``NaN`` and ``Infinity`` refused) and predicti
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import json
-import math
 import os
-import platform
-import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +35,10 @@ import numpy as np
 
 from calibench.atomic import atomic_write, atomic_write_bytes
 from calibench.errors import RecordError, UsageError
+from calibench.provenance import code_info, env_info
 from calibench.spec import RunSpec
 from calibench.status import RecordStatus
+from calibench.util import to_jsonable, utc_now
 
 __all__ = [
     "OOD_SCORES_FILENAME",
@@ -52,14 +50,10 @@ __all__ = [
     "RecordProblem",
     "StoredRecord",
     "build_record",
-    "code_info",
-    "default_conventions",
-    "env_info",
     "iter_records",
     "load_ood_scores",
     "load_predictions",
     "load_record",
-    "record_path",
     "record_schema",
     "save_ood_scores",
     "save_predictions",
@@ -80,14 +74,6 @@ _OLD_SCHEMAS = {
     "re-run it: delete its record.json and run 'calibench run' again (training resumes from "
     "its final checkpoint, so only the evaluation is redone)",
 }
-
-
-def default_conventions() -> dict[str, Any]:
-    """The conventions written into a record when none are passed (a diverged or failed run):
-    :data:`calibench.evaluation.CONVENTIONS` with ``n_bins = 15``."""
-    from calibench.evaluation import CONVENTIONS
-
-    return {**CONVENTIONS, "n_bins": 15}
 
 
 # -- schema --------------------------------------------------------------------------------------
@@ -149,105 +135,12 @@ def validate_record(record: Mapping[str, Any], path: str | os.PathLike[str] | No
         raise RecordError(f"{where}'deviations' differs from 'spec.deviations'")
 
 
-# -- provenance ----------------------------------------------------------------------------------
-def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"},
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def code_info() -> dict[str, Any]:
-    """calibench's version, and the git sha and dirty flag of its checkout (null when not one).
-
-    The git fields are filled only when the ``calibench`` package being run lies inside the
-    repository's work tree, so an installed calibench inside an unrelated repository (a user
-    project with a venv) does not report that project's commit.
-    """
-    from calibench import __version__
-
-    package_dir = Path(__file__).resolve().parent
-    info: dict[str, Any] = {"calibench_version": __version__, "git_sha": None, "git_dirty": None}
-    top = _git(["rev-parse", "--show-toplevel"], package_dir)
-    if not top or Path(top).resolve() / "calibench" != package_dir:
-        return info
-    sha = _git(["rev-parse", "HEAD"], package_dir)
-    if not sha:  # a repository without commits
-        return info
-    info["git_sha"] = sha
-    status = _git(["status", "--porcelain", "--untracked-files=no"], package_dir)
-    info["git_dirty"] = None if status is None else bool(status)
-    return info
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def env_info(device: str | None = None) -> dict[str, str | None]:
-    """Versions of Python, torch, CUDA, timm and torch-uncertainty, and the device's name.
-
-    ``device`` is a name already known to the caller (``"NVIDIA H100 80GB HBM3"``); when omitted
-    it is the first CUDA device's name if CUDA is available, else ``"cpu"``.
-    """
-    info: dict[str, str | None] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": _dist_version("torch"),
-        "cuda": None,
-        "cudnn": None,
-        "timm": _dist_version("timm"),
-        "torch_uncertainty": _dist_version("torch-uncertainty"),
-        "device": device,
-    }
-    try:
-        import torch
-    except ImportError:
-        info["device"] = device or "cpu"
-        return info
-    info["cuda"] = torch.version.cuda
-    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    info["cudnn"] = None if cudnn is None else str(cudnn)
-    if device is None:
-        info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return info
-
-
 # -- building ------------------------------------------------------------------------------------
 def _clean(value: Any, where: str) -> Any:
-    """Plain JSON: numpy and torch scalars to Python numbers, NaN/inf to null, tuples to lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy / torch scalars
-        value = value.item()
-        if isinstance(value, (bool, int)):
-            return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    raise RecordError(f"record field {where} has a value of type {type(value).__name__}: {value!r}")
-
-
-def _utc_now() -> str:
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    try:
+        return to_jsonable(value, where=where)
+    except TypeError as exc:
+        raise RecordError(f"record field {exc}") from None
 
 
 def _loss_source(loss: str) -> dict[str, Any]:
@@ -280,7 +173,7 @@ def build_record(
     ``{"val": {...}, "test": {"acc", "ece", "adaece", "cwece", "smece", "nll", "brier"},
     "test_ts": {"temperature", ...} | None, "ood": {set: {score: {"auroc", "aupr_in",
     "aupr_out", "fpr95"}}}}``, every value a fraction; non-finite values become null. Pass the
-    evaluation's ``conventions`` (default :func:`default_conventions`). ``loss_source`` defaults
+    evaluation's ``conventions`` (``{}`` for a run that was not evaluated). ``loss_source`` defaults
     to the loss registry entry's ``source.as_dict()``; ``code`` / ``env`` to :func:`code_info` /
     :func:`env_info` (``device`` names the accelerator); ``timing`` holds ``train_seconds`` and
     ``img_per_s`` (null when unknown); ``data`` the dataset's provenance; ``history`` the
@@ -316,13 +209,13 @@ def build_record(
             "source": dict(loss_source) if loss_source is not None else _loss_source(spec.loss),
         },
         "metrics": dict(metrics or {}),
-        "conventions": dict(conventions) if conventions is not None else default_conventions(),
+        "conventions": dict(conventions or {}),
         "code": dict(code) if code is not None else code_info(),
         "env": dict(env) if env is not None else env_info(device),
         "timing": timing,
         "epoch": epoch,
         "deviations": dict(spec.deviations),
-        "created_at": created_at or _utc_now(),
+        "created_at": created_at or utc_now(),
         "artifacts": arts,
     }
     if data is not None:
@@ -335,21 +228,11 @@ def build_record(
 
 
 # -- writing and reading -------------------------------------------------------------------------
-def record_path(results_dir: str | os.PathLike[str], spec: RunSpec) -> Path:
-    """``results_dir/<protocol>/<run_id>/record.json``."""
-    return Path(results_dir) / spec.protocol / spec.run_id() / RECORD_FILENAME
-
-
 def write_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
     """Validate ``record`` and write it atomically; ``path`` is a ``.json`` file or a run folder.
 
     Returns the file written (``<run_dir>/record.json`` when given a folder).
     """
-    if isinstance(path, Mapping):
-        raise RecordError(
-            "write_record(path, record) takes the path (or run folder) first and the record "
-            "second; the arguments are swapped"
-        )
     target = Path(path)
     if target.suffix != ".json":
         target = target / RECORD_FILENAME

@@ -73,8 +73,12 @@ class RawData:
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
-def file_info(path: Path) -> dict[str, Any]:
-    """``{"path", "bytes", "sha256"}`` of a file; the hash is cached per (path, size, mtime)."""
+def file_info(path: Path, root: Path | None = None) -> dict[str, Any]:
+    """``{"path", "bytes", "sha256"}`` of a file; the hash is cached per (path, size, mtime).
+
+    ``path`` is given relative to ``root`` (the data root), so a record never carries the
+    machine's absolute paths; without ``root``, just the file name.
+    """
     path = path.resolve()
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
@@ -84,7 +88,8 @@ def file_info(path: Path) -> dict[str, Any]:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         _HASHES[key] = h.hexdigest()
-    return {"path": str(path), "bytes": st.st_size, "sha256": _HASHES[key]}
+    shown = path.relative_to(root.resolve()).as_posix() if root is not None else path.name
+    return {"path": shown, "bytes": st.st_size, "sha256": _HASHES[key]}
 
 
 def _download_cifar(name: str, root: Path) -> None:
@@ -131,8 +136,7 @@ def _lookup(layout: _Layout, root: str | os.PathLike[str] | None, download: bool
         provenance = {
             "dataset": layout.name,
             "source": source,
-            "root": str(data_root.resolve()),
-            "files": [file_info(p) for p in files],
+            "files": [file_info(p, data_root) for p in files],
         }
         return RawData(arrays, classes, provenance)
 

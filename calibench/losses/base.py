@@ -23,11 +23,7 @@ import math
 import torch
 from torch import nn
 
-from calibench.errors import UsageError
-
-
-class LossInputError(UsageError):
-    """Logits or targets that a loss cannot accept."""
+from calibench.errors import LossInputError, UsageError
 
 
 def check_inputs(logits: torch.Tensor, targets: torch.Tensor, *, values: bool = True) -> None:

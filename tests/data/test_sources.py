@@ -42,6 +42,7 @@ def test_official_format_is_preferred_over_npz(tmp_path: Path, writers) -> None:
     np.testing.assert_array_equal(raw.arrays["x_test"], official["x_test"])
     assert raw.classes == writers.CIFAR10_NAMES
     assert len(raw.provenance["files"]) == 7
+    assert all(f["path"].startswith("cifar-10-batches-py/") for f in raw.provenance["files"])
 
 
 def test_npz_used_when_no_official_files(tmp_path: Path, writers) -> None:
@@ -54,12 +55,15 @@ def test_npz_used_when_no_official_files(tmp_path: Path, writers) -> None:
     digest = hashlib.sha256((tmp_path / "cifar10.npz").read_bytes()).hexdigest()
     assert info["sha256"] == digest
     assert info["bytes"] == (tmp_path / "cifar10.npz").stat().st_size
+    assert info["path"] == "cifar10.npz", "paths are relative to the data root"
 
 
 def test_env_root_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, writers) -> None:
     writers.write_npz(tmp_path / "cifar10.npz")
     monkeypatch.setenv("CALIBENCH_DATA", str(tmp_path))
-    assert load_cifar("cifar10", None, download=False).provenance["root"] == str(tmp_path.resolve())
+    provenance = load_cifar("cifar10", None, download=False).provenance
+    assert [f["path"] for f in provenance["files"]] == ["cifar10.npz"]
+    assert str(tmp_path) not in str(provenance), "a record must not carry the machine's paths"
 
 
 def test_missing_everything_names_files_and_remedy(tmp_path: Path) -> None:
