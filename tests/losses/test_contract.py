@@ -16,6 +16,8 @@ from calibench.errors import UsageError
 from calibench.losses.base import CalibrationLoss, predictive_logits_of
 from calibench.registry import get_registry
 
+from .conftest import random_batch
+
 LOSS_NAMES = [entry.qualified_name for entry in list_losses()]
 BUILTIN_NAMES = [e.qualified_name for e in list_losses() if e.source.is_builtin]
 #: Batch terms that are not means over the batch: their value changes when the batch is repeated.
@@ -34,10 +36,7 @@ def _numeric_params(name: str) -> list[str]:
 
 
 def _batch(seed: int = 0, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    logits = scale * torch.randn(N, K, generator=g)
-    targets = torch.randint(0, K, (N,), generator=g)
-    return logits, targets
+    return random_batch(seed, N, K, scale, dtype=torch.float32)
 
 
 def test_every_issue_loss_is_registered() -> None:

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from calibench import create_loss
 from calibench.errors import UsageError
 
+from .conftest import random_batch
+
 
 def _batch(seed: int = 0, n: int = 16, k: int = 10, scale: float = 3.0):
-    g = torch.Generator().manual_seed(seed)
-    z = scale * torch.randn(n, k, generator=g, dtype=torch.float64)
-    return z, torch.randint(0, k, (n,), generator=g)
+    return random_batch(seed, n, k, scale)
 
 
 def _p_y(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

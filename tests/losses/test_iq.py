@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from calibench import create_loss
 from calibench.errors import UsageError
 
+from .conftest import random_batch, value_and_grad
+
 Fn = Callable[[torch.Tensor], torch.Tensor]
 C = math.log(math.e - 1.0)
 LOG2 = math.log(2.0)
@@ -72,10 +74,8 @@ def _naive_loss(row: Table1Row, z: torch.Tensor, y: torch.Tensor, alpha: float) 
 
 
 def _batch(seed: int, n: int = 6, k: int = 4, scale: float = 3.0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(n, k, generator=g)).to(dtype), torch.randint(
-        0, k, (n,), generator=g
-    )
+    z, y = random_batch(seed, n, k, scale, dtype=torch.float32)
+    return z.to(dtype), y
 
 
 def test_tv_with_alpha_one_is_cross_entropy() -> None:
@@ -126,14 +126,8 @@ def test_maps_send_zero_to_zero(name: str) -> None:
 
 def _value_and_grad(name: str, z: torch.Tensor, y: torch.Tensor, alpha: float = 1.0, bf16=False):
     loss = create_loss(name, alpha=alpha)
-    z = z.clone().requires_grad_()
-    if bf16:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            value = loss(z, y)
-    else:
-        value = loss(z, y)
-    (grad,) = torch.autograd.grad(value, z)
-    return value, grad
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return value_and_grad(loss, z, y)
 
 
 @st.composite

@@ -10,26 +10,20 @@ import torch.nn.functional as F
 
 from calibench import create_loss
 
+from .conftest import at, random_batch
+
 C = math.log(math.e - 1.0)
 LOG2 = math.log(2.0)
 
 
 def _batch(seed: int = 0, n: int = 6, k: int = 4, scale: float = 2.0):
-    g = torch.Generator().manual_seed(seed)
-    z = scale * torch.randn(n, k, generator=g, dtype=torch.float64)
-    return z, torch.randint(0, k, (n,), generator=g)
-
-
-def _at(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return x[torch.arange(len(y)), y]
+    return random_batch(seed, n, k, scale)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
 def test_ref_chi_is_ce_plus_mean_square_of_all_logits(alpha: float) -> None:
     z, y = _batch()
-    expected = (-_at(z, y) + torch.logsumexp(z, dim=1)).mean() + alpha / 4 * (
-        z**2
-    ).sum() / z.numel()
+    expected = (-at(z, y) + torch.logsumexp(z, dim=1)).mean() + alpha / 4 * (z**2).sum() / z.numel()
     torch.testing.assert_close(create_loss("iq-ref-chi", alpha=alpha)(z, y), expected)
 
 
@@ -54,8 +48,8 @@ def test_detached_weight_value_and_gradient(name: str) -> None:
     z, y = _batch(1)
     z.requires_grad_()
     r = m(z.detach())
-    w = dphi(_at(r, y))
-    inner = (-w * _at(r, y) + torch.logsumexp(r, dim=1)).mean()
+    w = dphi(at(r, y))
+    inner = (-w * at(r, y) + torch.logsumexp(r, dim=1)).mean()
     expected_value = torch.log(inner + 1) if name == "iq-ref-klfix" else inner
     value = create_loss(name)(z, y)
     torch.testing.assert_close(value, expected_value)
@@ -83,8 +77,8 @@ def test_predictive_logits_are_the_energies_of_the_log_partition(name: str, tabl
     torch.testing.assert_close(s, m(z), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(loss.probabilities(z), create_loss(table1).probabilities(z))
     # the loss is -w r_y + logsumexp(s): s is exactly the vector whose log-partition it takes
-    w = REF_MAPS[name][1](_at(s, y))
-    torch.testing.assert_close(loss(z, y), (torch.logsumexp(s, dim=1) - w * _at(s, y)).mean())
+    w = REF_MAPS[name][1](at(s, y))
+    torch.testing.assert_close(loss(z, y), (torch.logsumexp(s, dim=1) - w * at(s, y)).mean())
     # m is increasing: the predicted class is the one softmax(z) predicts
     assert torch.equal(s.argmax(dim=1), z.argmax(dim=1))
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from calibench import create_loss
 from calibench.registry import get_registry
 
+from .conftest import random_batch, value_and_grad
+
 WIDTH = 0.4
 
 
@@ -89,23 +91,15 @@ def oracle_loss(name: str, logits: torch.Tensor, target: torch.Tensor, lam: floa
 def _batch(seed: int, n: int = 16, k: int = 10, scale: float = 3.0, accuracy: float = 0.0):
     """Random logits; each target is the predicted class with probability ``accuracy``."""
     g = torch.Generator().manual_seed(seed)
-    z = scale * torch.randn(n, k, generator=g, dtype=torch.float64)
-    y = torch.randint(0, k, (n,), generator=g)
+    z, y = random_batch(g, n, k, scale)
     hit = torch.rand(n, generator=g) < accuracy
     return z, torch.where(hit, z.argmax(dim=1), y)
 
 
-def _value_and_grad(fn, z: torch.Tensor, y: torch.Tensor):
-    z = z.detach().clone().requires_grad_()
-    value = fn(z, y)
-    (grad,) = torch.autograd.grad(value, z)
-    return value.detach(), grad
-
-
 def _compare(name: str, z: torch.Tensor, y: torch.Tensor, lam: float) -> None:
     loss = create_loss(name, lam=lam)
-    ours, our_grad = _value_and_grad(loss, z, y)
-    theirs, their_grad = _value_and_grad(lambda a, b: oracle_loss(name, a, b, lam), z, y)
+    ours, our_grad = value_and_grad(loss, z, y)
+    theirs, their_grad = value_and_grad(lambda a, b: oracle_loss(name, a, b, lam), z, y)
     assert ours.dtype == torch.float64
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
     torch.testing.assert_close(our_grad, their_grad, rtol=0, atol=1e-10)
@@ -154,7 +148,7 @@ def test_mmce_is_cross_entropy_where_the_reference_gives_nan() -> None:
     z = torch.tensor([[math.log(4.0), 0.0, 0.0]] * 3, dtype=torch.float64)
     y = torch.tensor([0, 1, 2])
     assert torch.isnan(oracle_loss("mmce", z, y, 2.0))
-    value, grad = _value_and_grad(create_loss("mmce"), z, y)
+    value, grad = value_and_grad(create_loss("mmce"), z, y)
     torch.testing.assert_close(value, F.cross_entropy(z, y))
     assert bool(torch.isfinite(grad).all())
 

@@ -12,15 +12,11 @@ from calibench import create_loss
 from calibench.errors import UsageError
 from calibench.registry import get_registry
 
+from .conftest import at, random_batch
+
 
 def _batch(seed: int = 0, n: int = 12, k: int = 5, scale: float = 3.0):
-    g = torch.Generator().manual_seed(seed)
-    z = scale * torch.randn(n, k, generator=g, dtype=torch.float64)
-    return z, torch.randint(0, k, (n,), generator=g)
-
-
-def _at(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return x[torch.arange(len(y)), y]
+    return random_batch(seed, n, k, scale)
 
 
 @pytest.mark.parametrize("s", [0.0, 0.05, 0.3])
@@ -43,7 +39,7 @@ def test_brier_matches_numpy() -> None:
 @pytest.mark.parametrize("eps", [-1.0, 1.0, 2.0])
 def test_poly1_is_ce_plus_epsilon_one_minus_p(eps: float) -> None:
     z, y = _batch(2)
-    p_y = _at(torch.softmax(z, dim=1), y)
+    p_y = at(torch.softmax(z, dim=1), y)
     expected = (-torch.log(p_y) + eps * (1 - p_y)).mean()
     torch.testing.assert_close(create_loss("poly1", epsilon=eps)(z, y), expected)
 
