@@ -36,9 +36,9 @@ import calibench.evaluation as evaluation_module
 import calibench.metrics.calibration as calibration_module
 from calibench.data.datasets import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, ImageDataset, Split
 from calibench.data.ood import OODSet
-from calibench.engine.trainer import resolve_device
 from calibench.errors import CalibenchError, UsageError
 from calibench.registry import create_backbone, create_loss
+from calibench.training.trainer import resolve_device
 
 SVHN_TEST_SIZE = 26_032
 TIMED = {

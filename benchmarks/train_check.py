@@ -25,13 +25,13 @@ from benchtools import environment, fail, print_json_line, wall_timer
 from rich.console import Console
 
 from calibench.data.datasets import ImageDataset, Split
-from calibench.engine import train
-from calibench.engine.trainer import resolve_device
 from calibench.errors import CalibenchError, UsageError
 from calibench.evaluation import evaluate
 from calibench.protocols import load_protocol
 from calibench.registry import create_ood
 from calibench.spec import RunSpec
+from calibench.training import train
+from calibench.training.trainer import resolve_device
 
 
 def _cap(dataset: ImageDataset, n: int) -> ImageDataset:

@@ -1,6 +1,6 @@
 """Training throughput (img/s) of three pipelines in one process, and their ratios.
 
-- (a) ``calibench``: the trainer's own step (:class:`calibench.engine.step.TrainStep`: bf16
+- (a) ``calibench``: the trainer's own step (:class:`calibench.training.step.TrainStep`: bf16
   autocast on CUDA when the protocol says so, channels_last, fused SGD on CUDA / foreach on CPU,
   optional ``torch.compile``) fed by the device-resident
   :class:`~calibench.data.pipeline.DeviceLoader` (seeded shuffle, per-sample crop + flip,
@@ -37,11 +37,11 @@ from torch import nn
 
 from calibench.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split
 from calibench.data.pipeline import DeviceLoader
-from calibench.engine.step import TrainStep, backend_flags, precision_for
-from calibench.engine.trainer import resolve_device
 from calibench.errors import CalibenchError, UsageError
 from calibench.protocols import load_protocol
 from calibench.registry import create_backbone, create_loss
+from calibench.training.step import TrainStep, backend_flags, precision_for
+from calibench.training.trainer import resolve_device
 
 JSON_KEYS = (
     "device",

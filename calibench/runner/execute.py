@@ -73,7 +73,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 class ProgressWriter:
-    """The trainer's progress callback (protocol in :mod:`calibench.engine.progress`): writes
+    """The trainer's progress callback (protocol in :mod:`calibench.training.progress`): writes
     ``progress.json`` atomically, at most once every ``interval_s`` and at each epoch end, for
     the live view, whichever process or node the run is on."""
 
@@ -257,7 +257,7 @@ def train_and_record(
     Returns the run's outcome without ``seconds`` (the caller times the whole attempt).
     """
     from calibench import records
-    from calibench.engine.trainer import train
+    from calibench.training.trainer import train
 
     result = train(
         spec, directory, device=device, data_root=data_root, compile=compile, progress=progress

@@ -1,11 +1,11 @@
-"""The training engine: checkpoints, progress reporting, the training step and the resumable trainer."""
+"""Training: checkpoints, progress reporting, the training step and the resumable trainer."""
 
 from __future__ import annotations
 
-from calibench.engine.checkpoint import CheckpointError, CorruptCheckpointWarning
-from calibench.engine.progress import NullProgress, RichProgress, TrainProgress
-from calibench.engine.step import TrainStep
-from calibench.engine.trainer import TrainResult, train
+from calibench.training.checkpoint import CheckpointError, CorruptCheckpointWarning
+from calibench.training.progress import NullProgress, RichProgress, TrainProgress
+from calibench.training.step import TrainStep
+from calibench.training.trainer import TrainResult, train
 
 __all__ = [
     "CheckpointError",

@@ -1,4 +1,4 @@
-"""The training step that :func:`calibench.engine.trainer.train` runs, as a reusable unit.
+"""The training step that :func:`calibench.training.trainer.train` runs, as a reusable unit.
 
 :class:`TrainStep` is one SGD step on a device batch: forward (bf16 autocast when asked),
 loss (its batch mean, times the batch size when the protocol's ``loss_reduction`` is ``"sum"``),

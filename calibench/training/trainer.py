@@ -4,7 +4,7 @@
 deviations), the dataset (with its seeded stratified val split and, if asked, a class-stratified
 train subset), the backbone, the loss and SGD with a per-epoch LR schedule, then trains with the
 device-resident :class:`~calibench.data.pipeline.DeviceLoader`. Each step is a
-:class:`calibench.engine.step.TrainStep`, the same unit the speed benchmarks time; it applies the
+:class:`calibench.training.step.TrainStep`, the same unit the speed benchmarks time; it applies the
 protocol's ``loss_reduction`` (``"sum"``: backward on the batch size times the loss's batch mean;
 every batch is full) and then its gradient clipping.
 
@@ -48,20 +48,20 @@ from torch import nn
 
 from calibench.data.datasets import ImageDataset
 from calibench.data.pipeline import DeviceLoader
-from calibench.engine.checkpoint import (
+from calibench.errors import ProtocolError, UsageError
+from calibench.losses.base import CalibrationLoss
+from calibench.protocols import OVERRIDES, Protocol, load_protocol
+from calibench.registry import create_backbone, create_dataset, create_loss
+from calibench.spec import RunSpec, canonical_json
+from calibench.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
     load_latest_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from calibench.engine.progress import RichProgress, notify
-from calibench.engine.step import TrainStep, backend_flags
-from calibench.errors import ProtocolError, UsageError
-from calibench.losses.base import CalibrationLoss
-from calibench.protocols import OVERRIDES, Protocol, load_protocol
-from calibench.registry import create_backbone, create_dataset, create_loss
-from calibench.spec import RunSpec, canonical_json
+from calibench.training.progress import RichProgress, notify
+from calibench.training.step import TrainStep, backend_flags
 
 __all__ = ["CHECKPOINT_DIR", "TrainResult", "effective_protocol", "resolve_device", "train"]
 
@@ -206,7 +206,7 @@ def train(
     """Train the model of ``spec`` into ``run_dir`` (resuming from its checkpoints), see module doc.
 
     ``progress``: ``None`` or ``True`` shows a rich progress bar, ``False`` nothing; any other
-    object receives the callbacks of :mod:`calibench.engine.progress`.
+    object receives the callbacks of :mod:`calibench.training.progress`.
     """
     if not isinstance(spec, RunSpec):
         raise UsageError(f"train() needs a RunSpec, got {type(spec).__name__}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibench.engine.checkpoint import (
+from calibench.training.checkpoint import (
     CheckpointError,
     CorruptCheckpointWarning,
     capture_rng_state,

@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from calibench.engine.step import (
+from calibench.errors import UsageError
+from calibench.protocols import load_protocol
+from calibench.training.step import (
     TrainStep,
     backend_flags,
     make_sgd,
     precision_for,
 )
-from calibench.errors import UsageError
-from calibench.protocols import load_protocol
 
 
 def tiny_model() -> nn.Module:

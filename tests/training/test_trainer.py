@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 import torch
 
-from calibench.engine import CorruptCheckpointWarning, NullProgress, TrainResult, train
-from calibench.engine.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from calibench.errors import ProtocolError, UsageError
 from calibench.losses.ce import CrossEntropyLoss
 from calibench.protocols import compute_content_hash, load_protocol
 from calibench.spec import RunSpec
+from calibench.training import CorruptCheckpointWarning, NullProgress, TrainResult, train
+from calibench.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CIFAR10_NPZ = REPO_ROOT.parent / "shared" / "data" / "cifar10.npz"
@@ -116,7 +116,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from calibench.engine import NullProgress, train
+    from calibench.training import NullProgress, train
     from calibench.spec import RunSpec
 
     spec_dict, run_dir, data_root, marker = json.loads(sys.argv[1])
@@ -201,7 +201,7 @@ def test_non_finite_loss_marks_the_run_diverged(
     tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loss = NanInEpoch2(steps=192 // 64)
-    monkeypatch.setattr("calibench.engine.trainer.create_loss", lambda name, **kw: loss)
+    monkeypatch.setattr("calibench.training.trainer.create_loss", lambda name, **kw: loss)
     result = run(make_spec(), tmp_path / "run", data_root)
     assert result.status == "diverged" and result.epoch == 2
     assert len(result.history) == 1 and not np.isfinite(result.diverged_loss)
