@@ -21,17 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from calibench.errors import UsageError
-from calibench.protocols import LOSS_REDUCTIONS, Protocol
+from calibench.protocols import LOSS_REDUCTIONS, PRECISIONS, Protocol
 
-__all__ = [
-    "PRECISIONS",
-    "TrainStep",
-    "backend_flags",
-    "make_sgd",
-    "precision_for",
-]
-
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+__all__ = ["TrainStep", "backend_flags", "make_sgd", "precision_for"]
 
 
 def precision_for(device: torch.device | str, requested: str) -> str:
