@@ -29,6 +29,7 @@ from calibench.errors import UsageError
 from calibench.runner.plan import LOCK, LOGS, PROGRESS, SPEC, PlannedRun, has_checkpoint, plan_run
 from calibench.spec import RunSpec
 from calibench.status import Action, Outcome, RecordStatus, RunState, next_action
+from calibench.training.progress import TrainCallback
 from calibench.util import utc_now
 
 
@@ -72,10 +73,10 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class ProgressWriter:
-    """The trainer's progress callback (protocol in :mod:`calibench.training.progress`): writes
-    ``progress.json`` atomically, at most once every ``interval_s`` and at each epoch end, for
-    the live view, whichever process or node the run is on."""
+class ProgressWriter(TrainCallback):
+    """The trainer's progress callback (a :class:`~calibench.training.progress.TrainCallback`):
+    writes ``progress.json`` atomically, at most once every ``interval_s`` and at each epoch end,
+    for the live view, whichever process or node the run is on."""
 
     def __init__(self, directory: Path, spec: RunSpec, interval_s: float = 1.0) -> None:
         self.path = directory / PROGRESS
@@ -125,10 +126,9 @@ class ProgressWriter:
             self.state["loss"] = loss
         self.write()
 
-    def on_train_end(self, status: str, epoch: int) -> None:
-        self.state.update(
-            phase="evaluate" if status == RecordStatus.COMPLETED else status, epoch=epoch
-        )
+    def on_train_end(self, status: RecordStatus, epoch: int) -> None:
+        phase = "evaluate" if status == RecordStatus.COMPLETED else str(status)
+        self.state.update(phase=phase, epoch=epoch)
         self.write()
 
     def eta_seconds(self) -> float | None:
@@ -250,7 +250,7 @@ def train_and_record(
     device: str,
     data_root: Path | str | None,
     compile: bool,
-    progress: Any,
+    progress: TrainCallback | None,
 ) -> RunOutcome:
     """Train (resuming), then evaluate and write ``record.json``; or write a diverged record.
 

@@ -1,19 +1,14 @@
-"""Training: checkpoints, progress reporting, the training step and the resumable trainer."""
+"""Training one run; one-way imports, top to bottom:
 
-from __future__ import annotations
+- :mod:`~calibench.training.progress`: :class:`TrainCallback` (the trainer's progress callbacks,
+  no-op methods) and :class:`RichProgress` (a rich bar); torch-free, so the sweep runner's
+  ``ProgressWriter`` subclasses it without loading torch.
+- :mod:`~calibench.training.checkpoint`: per-epoch checkpoints, written atomically, corrupt ones
+  set aside.
+- :mod:`~calibench.training.step`: :class:`TrainStep`, one SGD step, the unit the speed
+  benchmarks time.
+- :mod:`~calibench.training.trainer`: :func:`train`, build -> resume -> epoch loop.
 
-from calibench.training.checkpoint import CheckpointError, CorruptCheckpointWarning
-from calibench.training.progress import NullProgress, RichProgress, TrainProgress
-from calibench.training.step import TrainStep
-from calibench.training.trainer import TrainResult, train
-
-__all__ = [
-    "CheckpointError",
-    "CorruptCheckpointWarning",
-    "NullProgress",
-    "RichProgress",
-    "TrainProgress",
-    "TrainResult",
-    "TrainStep",
-    "train",
-]
+Import from the modules (``from calibench.training.trainer import train``); this package imports
+nothing, so importing the progress callbacks does not import torch.
+"""

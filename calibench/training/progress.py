@@ -1,24 +1,14 @@
-"""Training progress reporting: the callback protocol the trainer calls, and a rich progress bar.
+"""Training progress: the one callback base class the trainer calls, and a rich progress bar.
 
-The trainer calls these methods of its ``progress`` object, each only if the object has it, so a
-caller implements just what it needs (the sweep runner shows one line per run from
-``on_epoch_end``). Arguments are Python numbers, never tensors: reporting never forces a host
-sync. ``on_step`` is called once per optimizer step; the loss is read from the device once per
-epoch, so only ``on_epoch_end`` carries it. Epochs are numbered from 1.
-
-``on_train_start(run, start_epoch, epochs, steps_per_epoch, batch_size)``
-    before the first step; ``start_epoch`` epochs are already done (a resumed run).
-``on_step(epoch, step, steps)``
-    after optimizer step ``step`` of ``steps`` in ``epoch``.
-``on_epoch_end(epoch, epochs, loss, img_per_s)``
-    after each epoch: its mean training loss (may be non-finite) and throughput.
-``on_train_end(status, epoch)``
-    at the end: ``"completed"``, ``"diverged"`` or ``"failed"`` (an exception is propagating).
+:func:`calibench.training.trainer.train` calls every method of its :class:`TrainCallback`; the
+base class does nothing, so a subclass overrides only what it needs (the sweep runner's
+``ProgressWriter`` writes ``progress.json``, :class:`RichProgress` draws a bar). Arguments are
+Python numbers, never tensors: reporting never forces a host sync. ``on_step`` is called once
+per optimizer step; the loss is read from the device once per epoch, so only ``on_epoch_end``
+carries it. Epochs are numbered from 1.
 """
 
 from __future__ import annotations
-
-from typing import Any, Protocol, runtime_checkable
 
 from rich.console import Console
 from rich.progress import (
@@ -31,42 +21,30 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["NullProgress", "RichProgress", "TrainProgress", "notify"]
+from calibench.status import RecordStatus
+
+__all__ = ["RichProgress", "TrainCallback"]
 
 
-@runtime_checkable
-class TrainProgress(Protocol):
-    """What a ``progress`` object may implement; every method is optional (see module doc)."""
-
-    def on_epoch_end(self, epoch: int, epochs: int, loss: float, img_per_s: float) -> None: ...
-
-
-class NullProgress:
-    """Reports nothing; subclass it and override the callbacks you need."""
+class TrainCallback:
+    """What the trainer reports, as no-op methods; subclass it and override what you need."""
 
     def on_train_start(
         self, run: str, start_epoch: int, epochs: int, steps_per_epoch: int, batch_size: int
     ) -> None:
-        pass
+        """Before the first step; ``start_epoch`` epochs are already done (a resumed run)."""
 
     def on_step(self, epoch: int, step: int, steps: int) -> None:
-        pass
+        """After optimizer step ``step`` of ``steps`` in ``epoch``."""
 
     def on_epoch_end(self, epoch: int, epochs: int, loss: float, img_per_s: float) -> None:
-        pass
+        """After each epoch: its mean training loss (may be non-finite) and throughput."""
 
-    def on_train_end(self, status: str, epoch: int) -> None:
-        pass
-
-
-def notify(progress: object | None, event: str, *args: Any) -> None:
-    """Call ``progress.<event>(*args)`` if ``progress`` has that method."""
-    method = getattr(progress, event, None) if progress is not None else None
-    if method is not None:
-        method(*args)
+    def on_train_end(self, status: RecordStatus, epoch: int) -> None:
+        """At the end: ``COMPLETED``, ``DIVERGED`` or ``FAILED`` (an exception is propagating)."""
 
 
-class RichProgress(NullProgress):
+class RichProgress(TrainCallback):
     """A rich progress bar over the run's remaining steps: epoch, loss, img/s, elapsed, ETA."""
 
     def __init__(self, console: Console | None = None, *, transient: bool = False) -> None:
@@ -108,7 +86,7 @@ class RichProgress(NullProgress):
                 self._task, epoch=epoch, loss=f"{loss:.4f}", img_per_s=f"{img_per_s:,.0f}"
             )
 
-    def on_train_end(self, status: str, epoch: int) -> None:
-        if self._task is not None and status != "completed":
+    def on_train_end(self, status: RecordStatus, epoch: int) -> None:
+        if self._task is not None and status != RecordStatus.COMPLETED:
             self._progress.update(self._task, description=f"{status} at epoch {epoch}")
         self._progress.stop()

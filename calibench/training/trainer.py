@@ -53,6 +53,7 @@ from calibench.losses.base import CalibrationLoss
 from calibench.protocols import OVERRIDES, Protocol, load_protocol
 from calibench.registry import create_backbone, create_dataset, create_loss
 from calibench.spec import RunSpec, canonical_json
+from calibench.status import RecordStatus
 from calibench.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -60,7 +61,7 @@ from calibench.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from calibench.training.progress import RichProgress, notify
+from calibench.training.progress import TrainCallback
 from calibench.training.step import TrainStep, backend_flags
 
 __all__ = ["CHECKPOINT_DIR", "TrainResult", "effective_protocol", "resolve_device", "train"]
@@ -73,7 +74,8 @@ KEEP_CHECKPOINTS = 2
 class TrainResult:
     """What :func:`train` returns.
 
-    ``status`` is ``"completed"`` or ``"diverged"``. ``epoch`` is the last epoch trained
+    ``status`` is ``RecordStatus.COMPLETED`` or ``DIVERGED`` (equal to ``"completed"`` and
+    ``"diverged"``). ``epoch`` is the last epoch trained
     (1-based): ``protocol.train.epochs`` when completed, the epoch whose mean loss was non-finite
     when diverged. ``history`` holds the finite per-epoch mean training losses, per sample
     whatever the protocol's ``loss_reduction`` (epochs 1..``epoch`` when completed,
@@ -85,7 +87,7 @@ class TrainResult:
     protocol says ``bf16``).
     """
 
-    status: str
+    status: RecordStatus
     epoch: int
     model: nn.Module
     loss: CalibrationLoss
@@ -201,25 +203,23 @@ def train(
     device: str | torch.device = "auto",
     data_root: str | Path | None = None,
     compile: bool = False,
-    progress: object | bool | None = None,
+    progress: TrainCallback | None = None,
 ) -> TrainResult:
     """Train the model of ``spec`` into ``run_dir`` (resuming from its checkpoints), see module doc.
 
-    ``progress``: ``None`` or ``True`` shows a rich progress bar, ``False`` nothing; any other
-    object receives the callbacks of :mod:`calibench.training.progress`.
+    ``progress`` receives the callbacks of :class:`~calibench.training.progress.TrainCallback`
+    (:class:`~calibench.training.progress.RichProgress` draws a bar); ``None`` reports nothing.
     """
     if not isinstance(spec, RunSpec):
         raise UsageError(f"train() needs a RunSpec, got {type(spec).__name__}")
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     protocol = effective_protocol(spec)
-    reporter: object | None
-    if progress is None or progress is True:
-        reporter = RichProgress()
-    elif progress is False:
-        reporter = None
-    else:
-        reporter = progress
+    if progress is not None and not isinstance(progress, TrainCallback):
+        raise UsageError(
+            f"train(progress=...) needs a TrainCallback or None, got {type(progress).__name__}"
+        )
+    reporter = progress if progress is not None else TrainCallback()
 
     augment = _augment_args(protocol)
     dataset = _build_dataset(spec, protocol, data_root)
@@ -273,12 +273,12 @@ def train(
             start = state["epoch"]
             seconds_before = float(state.get("train_seconds_total", 0.0))
 
-        status, epoch, diverged_loss = "completed", max(start, epochs), None
+        status, epoch, diverged_loss = RecordStatus.COMPLETED, max(start, epochs), None
         seconds = 0.0
         images = 0
         label = f"{spec.loss_label} {spec.backbone} seed={spec.seed}"
         batch = protocol.train.batch_size
-        notify(reporter, "on_train_start", label, min(start, epochs), epochs, steps, batch)
+        reporter.on_train_start(label, min(start, epochs), epochs, steps, batch)
         current = min(start + 1, epochs)
         try:
             model.train()
@@ -289,15 +289,15 @@ def train(
                 t0 = time.perf_counter()
                 for step, (x, y) in enumerate(loader, 1):
                     loss_sum += train_step(x, y)
-                    notify(reporter, "on_step", e + 1, step, steps)
+                    reporter.on_step(e + 1, step, steps)
                 mean_loss = float(loss_sum) / steps  # the one host sync of the epoch
                 dt = time.perf_counter() - t0
                 seconds += dt
                 images += loader.num_samples
                 img_per_s = loader.num_samples / dt if dt > 0 else float("inf")
-                notify(reporter, "on_epoch_end", e + 1, epochs, mean_loss, img_per_s)
+                reporter.on_epoch_end(e + 1, epochs, mean_loss, img_per_s)
                 if not math.isfinite(mean_loss):
-                    status, epoch, diverged_loss = "diverged", e + 1, mean_loss
+                    status, epoch, diverged_loss = RecordStatus.DIVERGED, e + 1, mean_loss
                     break
                 scheduler.step()
                 history.append(mean_loss)
@@ -320,9 +320,9 @@ def train(
                     keep=KEEP_CHECKPOINTS,
                 )
         except BaseException:
-            notify(reporter, "on_train_end", "failed", current)
+            reporter.on_train_end(RecordStatus.FAILED, current)
             raise
-        notify(reporter, "on_train_end", status, epoch)
+        reporter.on_train_end(status, epoch)
         model.eval()
 
     return TrainResult(

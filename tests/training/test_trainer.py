@@ -6,6 +6,7 @@ on a synthetic npz of the same layout when the real one is absent.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -25,13 +26,21 @@ else:  # pragma: no cover
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from calibench.errors import ProtocolError, UsageError
 from calibench.losses.ce import CrossEntropyLoss
 from calibench.protocols import compute_content_hash, load_protocol
 from calibench.spec import RunSpec
-from calibench.training import CorruptCheckpointWarning, NullProgress, TrainResult, train
-from calibench.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+from calibench.status import RecordStatus
+from calibench.training.checkpoint import (
+    CorruptCheckpointWarning,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+)
+from calibench.training.progress import RichProgress, TrainCallback
+from calibench.training.trainer import TrainResult, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CIFAR10_NPZ = REPO_ROOT.parent / "shared" / "data" / "cifar10.npz"
@@ -71,7 +80,7 @@ def make_spec(seed: int = 0, loss: str = "ce", **overrides: object) -> RunSpec:
 
 
 def run(spec: RunSpec, run_dir: Path, data_root: Path, **kw: object) -> TrainResult:
-    return train(spec, run_dir, device="cpu", data_root=data_root, progress=False, **kw)
+    return train(spec, run_dir, device="cpu", data_root=data_root, **kw)
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -88,6 +97,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Trai
 
 def test_reference_run_completes_and_checkpoints(reference: TrainResult) -> None:
     assert reference.status == "completed" and reference.epoch == 2
+    assert reference.status is RecordStatus.COMPLETED
     assert len(reference.history) == 2 and all(np.isfinite(reference.history))
     assert reference.precision == "fp32" and reference.device == "cpu"
     assert len(reference.dataset.train) == 192
@@ -116,12 +126,13 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from calibench.training import NullProgress, train
+    from calibench.training.progress import TrainCallback
+    from calibench.training.trainer import train
     from calibench.spec import RunSpec
 
     spec_dict, run_dir, data_root, marker = json.loads(sys.argv[1])
 
-    class StopMidEpoch2(NullProgress):
+    class StopMidEpoch2(TrainCallback):
         def on_step(self, epoch, step, steps):
             if epoch == 2 and step == 2:
                 Path(marker).write_text("mid-epoch")
@@ -204,6 +215,7 @@ def test_non_finite_loss_marks_the_run_diverged(
     monkeypatch.setattr("calibench.training.trainer.create_loss", lambda name, **kw: loss)
     result = run(make_spec(), tmp_path / "run", data_root)
     assert result.status == "diverged" and result.epoch == 2
+    assert result.status is RecordStatus.DIVERGED
     assert len(result.history) == 1 and not np.isfinite(result.diverged_loss)
     assert loss.validate_inputs is False
     assert [e for e, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [1]
@@ -213,7 +225,7 @@ def test_non_finite_loss_marks_the_run_diverged(
 def test_progress_callbacks(tmp_path: Path, data_root: Path) -> None:
     calls: list[tuple] = []
 
-    class Recorder(NullProgress):
+    class Recorder(TrainCallback):
         def on_train_start(self, *args: object) -> None:
             calls.append(("start", *args))
 
@@ -234,6 +246,60 @@ def test_progress_callbacks(tmp_path: Path, data_root: Path) -> None:
     assert calls[1:3] == [("step", 1, s, 2) for s in range(1, 3)]
     assert calls[3:] == [("epoch", 1, 1), ("end", "completed", 1)]
     assert torch.are_deterministic_algorithms_enabled() == before  # backend flags restored
+
+
+class RaiseInEpoch2(CrossEntropyLoss):
+    """CE that raises after the first ``steps`` calls, that is in epoch 2."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.calls = 0
+
+    def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.steps:
+            raise RuntimeError("boom in epoch 2")
+        return super().compute(logits, targets)
+
+
+def test_an_error_reports_failed_then_propagates(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ends: list[tuple[object, int]] = []
+
+    class Ends(TrainCallback):
+        def on_train_end(self, status: RecordStatus, epoch: int) -> None:
+            ends.append((status, epoch))
+
+    loss = RaiseInEpoch2(steps=128 // 64)
+    monkeypatch.setattr("calibench.training.trainer.create_loss", lambda name, **kw: loss)
+    spec = make_spec(train_subset=128)
+    with pytest.raises(RuntimeError, match="boom in epoch 2"):
+        train(spec, tmp_path, device="cpu", data_root=data_root, progress=Ends())
+    assert ends == [(RecordStatus.FAILED, 2)]
+    assert [e for e, _ in list_checkpoints(tmp_path / "checkpoints")] == [1]
+
+
+@pytest.mark.parametrize("progress", [True, False, "rich"])
+def test_progress_is_a_train_callback_or_none(progress: object, tmp_path: Path) -> None:
+    name = type(progress).__name__
+    with pytest.raises(UsageError, match=f"needs a TrainCallback or None, got {name}"):
+        train(make_spec(), tmp_path, device="cpu", progress=progress)  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())
+
+
+def test_rich_progress_shows_epoch_steps_loss_throughput_and_how_it_ended() -> None:
+    out = io.StringIO()
+    bar = RichProgress(Console(file=out, width=150, force_terminal=False))
+    bar.on_train_start("ce resnet20 seed=0", 1, 3, 2, 64)  # resumed after epoch 1 of 3
+    for step in (1, 2):
+        bar.on_step(2, step, 2)
+    bar.on_epoch_end(2, 3, 1.23456, 1234.0)
+    bar.on_train_end(RecordStatus.DIVERGED, 2)
+    text = out.getvalue()
+    assert text.startswith("diverged at epoch 2 epoch 2/3")
+    assert " 2/4 " in text and "loss 1.2346" in text and "1,234 img/s" in text
 
 
 def test_sum_reduction_reaches_the_step_and_history_stays_per_sample(
@@ -293,10 +359,10 @@ def test_protocol_augmentation_the_pipeline_cannot_do_is_refused(
 
 def test_bad_device_is_a_usage_error(tmp_path: Path, data_root: Path) -> None:
     with pytest.raises(UsageError, match="invalid device"):
-        train(make_spec(), tmp_path, device="tpu:x", data_root=data_root, progress=False)
+        train(make_spec(), tmp_path, device="tpu:x", data_root=data_root)
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="CUDA is not available"):
-            train(make_spec(), tmp_path, device="cuda", data_root=data_root, progress=False)
+            train(make_spec(), tmp_path, device="cuda", data_root=data_root)
 
 
 def test_entry_point_trains_resnet20_on_2000_images(tmp_path: Path) -> None:
@@ -304,7 +370,7 @@ def test_entry_point_trains_resnet20_on_2000_images(tmp_path: Path) -> None:
     if not CIFAR10_NPZ.exists():
         pytest.skip(f"real CIFAR-10 npz not found at {CIFAR10_NPZ}")
     spec = make_spec(epochs=1, train_subset=2000, batch_size=128)
-    result = train(spec, tmp_path, device="cpu", data_root=CIFAR10_NPZ.parent, progress=False)
+    result = train(spec, tmp_path, device="cpu", data_root=CIFAR10_NPZ.parent)
     assert result.status == "completed" and len(result.dataset.train) == 2000
     state = torch.load(result.checkpoint, weights_only=True)
     from calibench.registry import create_backbone
