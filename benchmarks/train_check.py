@@ -30,8 +30,7 @@ from calibench.evaluation import evaluate
 from calibench.protocols import load_protocol
 from calibench.registry import create_ood
 from calibench.spec import RunSpec
-from calibench.training import train
-from calibench.training.trainer import resolve_device
+from calibench.training.trainer import resolve_device, train
 
 
 def _cap(dataset: ImageDataset, n: int) -> ImageDataset:
@@ -95,7 +94,6 @@ def check(
             device=dev,
             data_root=data_root,
             compile=compile,
-            progress=False,
         )
         train_wall = time.perf_counter() - t0
     dataset = _cap(result.dataset, eval_images) if eval_images else result.dataset
