@@ -11,12 +11,18 @@ from __future__ import annotations
 import base64
 import html
 import math
-from pathlib import Path
 
 import pandas as pd
 
 from calibench.leaderboard.aggregate import Leaderboard
-from calibench.leaderboard.render import caption_lines, display_rows, format_cell, run_problem_lines
+from calibench.leaderboard.cells import (
+    caption_lines,
+    display_rows,
+    format_cell,
+    interval_text,
+    run_problem_lines,
+    shared_identity,
+)
 from calibench.records import StoredRecord
 
 __all__ = ["render_html"]
@@ -106,16 +112,10 @@ def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> 
     """The page as one string; see the module docstring."""
     esc = html.escape
     rows = display_rows(board, ci=False)
-    constant = [
-        k
-        for k in ("protocol", "dataset", "backbone", "deviations")
-        if rows and len({r[k] for r in rows}) == 1
-    ]
-    headers = [h for h in (rows[0] if rows else []) if h not in constant]
+    shared = shared_identity(rows)
+    headers = [h for h in (rows[0] if rows else []) if h not in shared]
     headers.insert(headers.index("loss") + 1 if "loss" in headers else 0, "reliability")
-    subtitle = " · ".join(
-        f"deviations: {rows[0][k]}" if k == "deviations" else rows[0][k] for k in constant
-    )
+    subtitle = " · ".join(f"deviations: {v}" if k == "deviations" else v for k, v in shared.items())
     metric_titles = {c.title: c for c in board.columns}
     body: list[str] = []
     gallery: list[str] = []
@@ -127,11 +127,8 @@ def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> 
         for h in headers:
             if h in metric_titles:
                 c = metric_titles[h]
-                lo, hi = row[f"{c.key}_ci_low"], row[f"{c.key}_ci_high"]
-                ci = ""
-                if not pd.isna(lo) and not pd.isna(hi):
-                    scale, digits = (100.0, 2) if c.percent else (1.0, 3)
-                    ci = f"<br><small>[{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]</small>"
+                interval = interval_text(row, c)
+                ci = f"<br><small>{interval}</small>" if interval else ""
                 value = esc(format_cell(row, c, ci=False))
                 sort = _sort_value(row[f"{c.key}_mean"])
                 cells.append(f'<td class="num" data-sort="{sort}">{value}{ci}</td>')
@@ -179,10 +176,3 @@ def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> 
         f"<script>{_JS}</script></body></html>",
     ]
     return "\n".join(p for p in parts if p) + "\n"
-
-
-def write_html(board: Leaderboard, path: str | Path) -> Path:
-    """Write :func:`render_html` to ``path``."""
-    target = Path(path)
-    target.write_text(render_html(board), encoding="utf-8")
-    return target

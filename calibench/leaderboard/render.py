@@ -1,10 +1,9 @@
 """Render a :class:`~calibench.leaderboard.aggregate.Leaderboard`: md, csv, json, latex, terminal.
 
-md and latex use tabulate and show ``mean ± std [95 % CI]`` per metric (percentages where the
-column title says %); csv and json hold the numbers as fractions, one column per statistic, for
-machines. The rank column carries ``≈`` when a row is not significantly different from the row
-ranked just above it (see :mod:`calibench.leaderboard.significance`). Every format says what the
-intervals cover and which test gives the ``≈`` (:func:`caption_lines`).
+md and latex use tabulate and show the text cells of :mod:`calibench.leaderboard.cells`
+(``mean ± std [95 % CI]``, rank with ``≈``) under its caption, which says what the intervals
+cover and which test gives the ``≈``; csv and json hold the numbers as fractions, one column per
+statistic, for machines.
 """
 
 from __future__ import annotations
@@ -16,16 +15,18 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from calibench.leaderboard.aggregate import Leaderboard, MetricColumn
+from calibench.leaderboard.aggregate import Leaderboard
+from calibench.leaderboard.cells import (
+    TIE_MARK,
+    caption_lines,
+    display_rows,
+    run_problem_lines,
+    shared_identity,
+)
 from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
 
 __all__ = [
     "FORMATS",
-    "INTERVAL_NOTE",
-    "SIGNIFICANCE_NOTE",
-    "caption_lines",
-    "display_rows",
-    "format_cell",
     "render",
     "render_csv",
     "render_json",
@@ -35,94 +36,6 @@ __all__ = [
 ]
 
 FORMATS = ("md", "csv", "json", "latex", "html")
-TIE_MARK = "≈"
-SIGNIFICANCE_NOTE = (
-    f"{TIE_MARK}: not significantly different from the row ranked just above on the sort metric "
-    "(Welch's t-test on the per-seed values, two-sided 5 %; seeds are the replicates, so a row "
-    f"with fewer than 2 seeds is always {TIE_MARK})."
-)
-INTERVAL_NOTE = (
-    "[95 % CI] over test-set resampling ({n_boot} resamples shared by a row's seeds; OOD sets "
-    "resampled on their own), for the seed mean of the population value: for ECE, AdaECE and "
-    "ECE after TS the population binned error, [max(0, T - q), T + 1.96 sd] (triangle-"
-    "inequality bounds, as a percentile interval cannot hold an error of 0); other columns: "
-    "percentile bootstrap."
-)
-IDENTITY = ("rank", "loss", "dataset", "backbone", "protocol", "seeds", "status")
-
-
-def _finite(x: Any) -> bool:
-    return x is not None and not pd.isna(x) and math.isfinite(float(x))
-
-
-def format_cell(row: pd.Series, column: MetricColumn, *, ci: bool = True, pm: str = "±") -> str:
-    """``mean ± std [lo, hi]`` in the column's unit; ``–`` when no completed run has it."""
-    mean = row[f"{column.key}_mean"]
-    if not _finite(mean):
-        return "–"
-    scale, digits = (100.0, 2) if column.percent else (1.0, 3)
-    text = f"{mean * scale:.{digits}f}"
-    std = row[f"{column.key}_std"]
-    if _finite(std):
-        text += f" {pm} {std * scale:.{digits}f}"
-    lo, hi = row[f"{column.key}_ci_low"], row[f"{column.key}_ci_high"]
-    if ci and _finite(lo) and _finite(hi):
-        text += f" [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
-    return text
-
-
-def _rank_text(row: pd.Series) -> str:
-    if pd.isna(row["rank"]):
-        return "–"
-    tie = row.get("tie_above")
-    return (
-        f"{int(row['rank'])}{TIE_MARK}"
-        if tie is True or (not pd.isna(tie) and bool(tie))
-        else str(int(row["rank"]))
-    )
-
-
-def display_rows(board: Leaderboard, *, ci: bool = True, pm: str = "±") -> list[dict[str, str]]:
-    """The table as strings, one dict per row, keys = column headers (for md/latex/html/rich)."""
-    rows = []
-    for _, row in board.table.iterrows():
-        out = {
-            "rank": _rank_text(row),
-            "loss": str(row["loss"]),
-            "dataset": str(row["dataset"]),
-            "backbone": str(row["backbone"]),
-            "protocol": f"{row['protocol']} v{row['protocol_version']}",
-            "seeds": str(row["n_seeds"]),
-            "status": str(row["status"]),
-        }
-        for c in board.columns:
-            out[c.title] = format_cell(row, c, ci=ci, pm=pm)
-        out["deviations"] = str(row["deviations"])
-        rows.append(out)
-    return rows
-
-
-def caption_lines(board: Leaderboard) -> list[str]:
-    """The caption: ranking, what a cell holds, what its interval covers, what ``≈`` means."""
-    col = board.sort_column
-    direction = "higher is better" if col.higher_is_better else "lower is better"
-    lines = [
-        f"Ranked by {col.title} ({direction}) within each protocol / dataset / backbone / "
-        "deviations; cells are mean ± std over completed seeds"
-        + (" [95 % CI], computed from the saved predictions." if board.n_boot else "."),
-    ]
-    if board.n_boot:
-        lines.append(INTERVAL_NOTE.format(n_boot=board.n_boot))
-    lines.append(SIGNIFICANCE_NOTE)
-    return lines
-
-
-def run_problem_lines(board: Leaderboard) -> list[str]:
-    lines = []
-    for _, row in board.table.iterrows():
-        if row["problems"]:
-            lines.append(f"{row['loss']} ({row['dataset']}, {row['backbone']}): {row['problems']}")
-    return lines
 
 
 def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
@@ -289,17 +202,13 @@ def render_terminal(board: Leaderboard, console: Any = None, *, ci: bool = False
     if not rows:
         console.print("No run records found.")
     else:
-        constant = [
-            k
-            for k in ("protocol", "dataset", "backbone", "deviations")
-            if len({r[k] for r in rows}) == 1
-        ]
+        shared = shared_identity(rows)
         title = "calibench leaderboard"
-        if constant:
+        if shared:
             title += ": " + ", ".join(
-                f"deviations {rows[0][k]}" if k == "deviations" else rows[0][k] for k in constant
+                f"deviations {v}" if k == "deviations" else v for k, v in shared.items()
             )
-        headers = [h for h in rows[0] if h not in constant]
+        headers = [h for h in rows[0] if h not in shared]
         table = _rich_table(title, headers, rows)
         natural = _natural_width(console, table)
         if not console.is_terminal:

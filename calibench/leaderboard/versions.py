@@ -30,7 +30,8 @@ from calibench.leaderboard.aggregate import (
     MetricColumn,
     build_leaderboard,
 )
-from calibench.leaderboard.render import format_cell, render_csv, render_markdown
+from calibench.leaderboard.cells import format_cell
+from calibench.leaderboard.render import render_csv, render_markdown
 from calibench.records import RECORD_FILENAME, StoredRecord, iter_records
 from calibench.spec import slug
 
