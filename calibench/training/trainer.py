@@ -1,12 +1,14 @@
 """The trainer: one :class:`~calibench.spec.RunSpec` in, one trained model out, resumably.
 
-``train(spec, run_dir)`` builds the effective protocol (the named protocol with the spec's
-deviations), the dataset (with its seeded stratified val split and, if asked, a class-stratified
-train subset), the backbone, the loss and SGD with a per-epoch LR schedule, then trains with the
-device-resident :class:`~calibench.data.pipeline.DeviceLoader`. Each step is a
-:class:`calibench.training.step.TrainStep`, the same unit the speed benchmarks time; it applies the
-protocol's ``loss_reduction`` (``"sum"``: backward on the batch size times the loss's batch mean;
-every batch is full) and then its gradient clipping.
+``train(spec, run_dir)`` reads top to bottom: the effective protocol (the named protocol with
+the spec's deviations); the data (the dataset with its seeded stratified val split and, if
+asked, a class-stratified train subset, in a device-resident
+:class:`~calibench.data.pipeline.DeviceLoader`); :func:`_build` (the backbone, the loss, SGD
+and a per-epoch LR schedule); :func:`_resume` (from the newest good checkpoint); then the
+epoch loop :func:`_train_epochs`, one :func:`_epoch` and one checkpoint per epoch. Each step
+is a :class:`calibench.training.step.TrainStep`, the same unit the speed benchmarks time; it
+applies the protocol's ``loss_reduction`` (``"sum"``: backward on the batch size times the
+loss's batch mean; every batch is full) and then its gradient clipping.
 
 Device settings, chosen deliberately and restored when ``train`` returns:
 
@@ -23,7 +25,7 @@ Device settings, chosen deliberately and restored when ``train`` returns:
 The step loop never syncs with the host: the epoch's loss sum stays on the device and is read
 once per epoch. Progress and history report the per-sample mean loss (the mean over the epoch's
 batches of each batch's mean) whatever the loss reduction, so ``"mean"`` and ``"sum"`` runs
-report comparable numbers. A non-finite epoch loss stops the run with status ``"diverged"`` at
+report comparable numbers. A non-finite epoch loss stops the run with status ``DIVERGED`` at
 that epoch; it is returned, not raised, and the last good checkpoint is kept.
 
 Every epoch ends with an atomic checkpoint in ``run_dir/checkpoints/`` (model, optimizer,
@@ -38,7 +40,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +77,10 @@ KEEP_CHECKPOINTS = 2
 class TrainResult:
     """What :func:`train` returns.
 
-    ``status`` is ``RecordStatus.COMPLETED`` or ``DIVERGED`` (equal to ``"completed"`` and
-    ``"diverged"``). ``epoch`` is the last epoch trained
-    (1-based): ``protocol.train.epochs`` when completed, the epoch whose mean loss was non-finite
-    when diverged. ``history`` holds the finite per-epoch mean training losses, per sample
+    ``status`` is :attr:`RecordStatus.COMPLETED` or :attr:`RecordStatus.DIVERGED` (equal to
+    ``"completed"`` and ``"diverged"``). ``epoch`` is the last epoch trained (1-based):
+    ``protocol.train.epochs`` when completed, the epoch whose mean loss was non-finite when
+    diverged. ``history`` holds the finite per-epoch mean training losses, per sample
     whatever the protocol's ``loss_reduction`` (epochs 1..``epoch`` when completed,
     1..``epoch - 1`` when diverged); ``diverged_loss`` the non-finite value. ``model`` (the
     plain module, not the compiled wrapper, in eval mode) holds the weights after the last
@@ -141,18 +144,62 @@ def effective_protocol(spec: RunSpec) -> Protocol:
     return protocol
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
+def train(
+    spec: RunSpec,
+    run_dir: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    data_root: str | Path | None = None,
+    compile: bool = False,
+    progress: TrainCallback | None = None,
+) -> TrainResult:
+    """Train the model of ``spec`` into ``run_dir`` (resuming from its checkpoints), see module doc.
+
+    ``progress`` receives the callbacks of :class:`~calibench.training.progress.TrainCallback`
+    (:class:`~calibench.training.progress.RichProgress` draws a bar); ``None`` reports nothing.
+    """
+    if not isinstance(spec, RunSpec):
+        raise UsageError(f"train() needs a RunSpec, got {type(spec).__name__}")
+    if progress is not None and not isinstance(progress, TrainCallback):
+        raise UsageError(
+            f"train(progress=...) needs a TrainCallback or None, got {type(progress).__name__}"
+        )
+    callback = progress if progress is not None else TrainCallback()
+    dev = resolve_device(device)
+    protocol = effective_protocol(spec)
+    dataset, loader = _load_data(spec, protocol, dev, data_root)
+    with backend_flags(dev):
+        run = _build(spec, protocol, dataset, loader, dev, compile, Path(run_dir) / CHECKPOINT_DIR)
+        _resume(run)
+        return _train_epochs(run, callback)
 
 
-def _build_dataset(spec: RunSpec, protocol: Protocol, data_root: str | Path | None) -> ImageDataset:
+def _load_data(
+    spec: RunSpec, protocol: Protocol, dev: torch.device, data_root: str | Path | None
+) -> tuple[ImageDataset, DeviceLoader]:
+    """The dataset (train subset if the protocol asks) and the shuffling, augmenting loader."""
+    augment = _augment_args(protocol)
     dataset = create_dataset(spec.dataset, root=data_root, val_size=protocol.data.val_size)
     n = protocol.data.train_subset
     if n and n < len(dataset.train):
         dataset = dataset.with_train_subset(n)
-    return dataset
+    loader = DeviceLoader(
+        dataset.train,
+        protocol.train.batch_size,
+        dev,
+        dataset.mean,
+        dataset.std,
+        train=True,
+        seed=spec.seed,
+        channels_last=True,
+        **augment,
+    )
+    if len(loader) == 0:
+        raise UsageError(
+            f"the training split has {len(dataset.train)} images, fewer than one batch of "
+            f"{protocol.train.batch_size}; lower the batch size or use more images"
+        )
+    return dataset, loader
 
 
 def _augment_args(protocol: Protocol) -> dict[str, Any]:
@@ -167,10 +214,79 @@ def _augment_args(protocol: Protocol) -> dict[str, Any]:
     return {"augment": True, "padding": aug.crop_padding}
 
 
-def _checker(spec: RunSpec, model: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
-    spec_json = canonical_json(spec.to_dict())
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    n_params = [len(g["params"]) for g in optimizer.param_groups]
+@dataclass(eq=False)
+class _Run:
+    """What one call of :func:`train` works on. :func:`_resume` sets the fields from ``start``
+    on from a checkpoint; the epoch loop extends ``history`` and moves ``checkpoint``."""
+
+    spec: RunSpec
+    protocol: Protocol
+    device: torch.device
+    dataset: ImageDataset
+    loader: DeviceLoader
+    model: nn.Module
+    criterion: CalibrationLoss
+    step: TrainStep
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    checkpoints: Path
+    start: int = 0  # epochs done before this call
+    history: list[float] = field(default_factory=list)
+    seconds_before: float = 0.0  # training seconds of earlier calls
+    checkpoint: Path | None = None  # the newest good checkpoint
+
+
+def _build(
+    spec: RunSpec,
+    protocol: Protocol,
+    dataset: ImageDataset,
+    loader: DeviceLoader,
+    dev: torch.device,
+    compile: bool,
+    checkpoints: Path,
+) -> _Run:
+    """Seed every RNG, then build the backbone, the loss, the protocol's step and LR schedule."""
+    _seed_everything(spec.seed)
+    model = create_backbone(spec.backbone, num_classes=dataset.num_classes)
+    model = model.to(dev, memory_format=torch.channels_last)
+    criterion = create_loss(spec.loss, **spec.loss_params).to(dev)
+    criterion.validate_inputs = False
+    step = TrainStep.from_protocol(model, criterion, protocol, device=dev, compile=compile)
+    epochs, schedule = protocol.train.epochs, protocol.train.schedule
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        step.optimizer, lambda e: schedule.lr_factor(e, epochs)
+    )
+    return _Run(
+        spec, protocol, dev, dataset, loader, model, criterion, step, scheduler, checkpoints
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _resume(run: _Run) -> None:
+    """Restore ``run`` from its newest good checkpoint, if any: the weights, the optimizer and
+    LR schedule, every RNG state, the history and the epochs done."""
+    found = load_latest_checkpoint(run.checkpoints, check=_checker(run))
+    if found is None:
+        return
+    run.checkpoint, state = found
+    run.model.load_state_dict(state["model"])
+    run.step.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    restore_rng_state(state["rng"])
+    run.history = [float(v) for v in state["history"]]
+    run.start = state["epoch"]
+    run.seconds_before = float(state.get("train_seconds_total", 0.0))
+
+
+def _checker(run: _Run) -> Callable[[dict[str, Any]], None]:
+    """A check that a checkpoint belongs to ``run``: the same spec, model and optimizer."""
+    spec_json = canonical_json(run.spec.to_dict())
+    shapes = {k: tuple(v.shape) for k, v in run.model.state_dict().items()}
+    n_params = [len(g["params"]) for g in run.step.optimizer.param_groups]
 
     def check(state: dict[str, Any]) -> None:
         try:
@@ -196,151 +312,91 @@ def _checker(spec: RunSpec, model: nn.Module, optimizer: torch.optim.Optimizer) 
     return check
 
 
-def train(
-    spec: RunSpec,
-    run_dir: str | Path,
-    *,
-    device: str | torch.device = "auto",
-    data_root: str | Path | None = None,
-    compile: bool = False,
-    progress: TrainCallback | None = None,
-) -> TrainResult:
-    """Train the model of ``spec`` into ``run_dir`` (resuming from its checkpoints), see module doc.
-
-    ``progress`` receives the callbacks of :class:`~calibench.training.progress.TrainCallback`
-    (:class:`~calibench.training.progress.RichProgress` draws a bar); ``None`` reports nothing.
-    """
-    if not isinstance(spec, RunSpec):
-        raise UsageError(f"train() needs a RunSpec, got {type(spec).__name__}")
-    run_dir = Path(run_dir)
-    dev = resolve_device(device)
-    protocol = effective_protocol(spec)
-    if progress is not None and not isinstance(progress, TrainCallback):
-        raise UsageError(
-            f"train(progress=...) needs a TrainCallback or None, got {type(progress).__name__}"
-        )
-    reporter = progress if progress is not None else TrainCallback()
-
-    augment = _augment_args(protocol)
-    dataset = _build_dataset(spec, protocol, data_root)
-    loader = DeviceLoader(
-        dataset.train,
-        protocol.train.batch_size,
-        dev,
-        dataset.mean,
-        dataset.std,
-        train=True,
-        seed=spec.seed,
-        channels_last=True,
-        **augment,
+def _train_epochs(run: _Run, callback: TrainCallback) -> TrainResult:
+    """The epoch loop from ``run.start``: train an epoch, report it, stop at a non-finite loss,
+    else step the LR schedule and checkpoint. ``callback`` hears every step and the end
+    (``FAILED`` when an exception propagates)."""
+    spec, epochs, steps = run.spec, run.protocol.train.epochs, len(run.loader)
+    label = f"{spec.loss_label} {spec.backbone} seed={spec.seed}"
+    callback.on_train_start(
+        label, min(run.start, epochs), epochs, steps, run.protocol.train.batch_size
     )
-    steps = len(loader)
-    if steps == 0:
-        raise UsageError(
-            f"the training split has {len(dataset.train)} images, fewer than one batch of "
-            f"{protocol.train.batch_size}; lower the batch size or use more images"
-        )
-
-    with backend_flags(dev):
-        _seed_everything(spec.seed)
-        model = create_backbone(spec.backbone, num_classes=dataset.num_classes)
-        model = model.to(dev, memory_format=torch.channels_last)
-        criterion = create_loss(spec.loss, **spec.loss_params).to(dev)
-        criterion.validate_inputs = False
-        train_step = TrainStep.from_protocol(
-            model, criterion, protocol, device=dev, compile=compile
-        )
-        optimizer, precision = train_step.optimizer, train_step.precision
-        epochs = protocol.train.epochs
-        schedule = protocol.train.schedule
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda e: schedule.lr_factor(e, epochs)
-        )
-
-        ckpt_dir = run_dir / CHECKPOINT_DIR
-        history: list[float] = []
-        start = 0
-        seconds_before = 0.0
-        checkpoint: Path | None = None
-        found = load_latest_checkpoint(ckpt_dir, check=_checker(spec, model, optimizer))
-        if found is not None:
-            checkpoint, state = found
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            restore_rng_state(state["rng"])
-            history = [float(v) for v in state["history"]]
-            start = state["epoch"]
-            seconds_before = float(state.get("train_seconds_total", 0.0))
-
-        status, epoch, diverged_loss = RecordStatus.COMPLETED, max(start, epochs), None
-        seconds = 0.0
-        images = 0
-        label = f"{spec.loss_label} {spec.backbone} seed={spec.seed}"
-        batch = protocol.train.batch_size
-        reporter.on_train_start(label, min(start, epochs), epochs, steps, batch)
-        current = min(start + 1, epochs)
-        try:
-            model.train()
-            for e in range(start, epochs):
-                current = e + 1
-                loader.set_epoch(e)
-                loss_sum = torch.zeros((), device=dev)
-                t0 = time.perf_counter()
-                for step, (x, y) in enumerate(loader, 1):
-                    loss_sum += train_step(x, y)
-                    reporter.on_step(e + 1, step, steps)
-                mean_loss = float(loss_sum) / steps  # the one host sync of the epoch
-                dt = time.perf_counter() - t0
-                seconds += dt
-                images += loader.num_samples
-                img_per_s = loader.num_samples / dt if dt > 0 else float("inf")
-                reporter.on_epoch_end(e + 1, epochs, mean_loss, img_per_s)
-                if not math.isfinite(mean_loss):
-                    status, epoch, diverged_loss = RecordStatus.DIVERGED, e + 1, mean_loss
-                    break
-                scheduler.step()
-                history.append(mean_loss)
-                checkpoint = save_checkpoint(
-                    ckpt_dir,
-                    e + 1,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": capture_rng_state(),
-                        "loader": {"seed": spec.seed, "epoch": e + 1},
-                        "history": list(history),
-                        "spec": spec.to_dict(),
-                        "protocol": protocol.label,
-                        "precision": precision,
-                        "device_type": dev.type,
-                        "train_seconds_total": seconds_before + seconds,
-                    },
-                    keep=KEEP_CHECKPOINTS,
-                )
-        except BaseException:
-            reporter.on_train_end(RecordStatus.FAILED, current)
-            raise
-        reporter.on_train_end(status, epoch)
-        model.eval()
-
+    status, last, diverged_loss = RecordStatus.COMPLETED, max(run.start, epochs), None
+    seconds, images = 0.0, 0
+    epoch = min(run.start + 1, epochs)
+    try:
+        run.model.train()
+        for epoch in range(run.start + 1, epochs + 1):
+            loss, dt = _epoch(run, epoch, callback)
+            seconds += dt
+            images += run.loader.num_samples
+            img_per_s = run.loader.num_samples / dt if dt > 0 else float("inf")
+            callback.on_epoch_end(epoch, epochs, loss, img_per_s)
+            if not math.isfinite(loss):
+                status, last, diverged_loss = RecordStatus.DIVERGED, epoch, loss
+                break
+            run.scheduler.step()
+            run.history.append(loss)
+            run.checkpoint = _save(run, epoch, run.seconds_before + seconds)
+    except BaseException:
+        callback.on_train_end(RecordStatus.FAILED, epoch)
+        raise
+    callback.on_train_end(status, last)
+    run.model.eval()
     return TrainResult(
         status=status,
-        epoch=epoch,
-        model=model,
-        loss=criterion,
-        dataset=dataset,
-        protocol=protocol,
-        history=history,
+        epoch=last,
+        model=run.model,
+        loss=run.criterion,
+        dataset=run.dataset,
+        protocol=run.protocol,
+        history=run.history,
         timing={
             "train_seconds": seconds,
             "img_per_s": images / seconds if seconds > 0 else 0.0,
-            "train_seconds_total": seconds_before + seconds,
+            "train_seconds_total": run.seconds_before + seconds,
         },
-        device=str(dev),
-        precision=precision,
-        checkpoint=checkpoint,
-        resumed_from=start,
+        device=str(run.device),
+        precision=run.step.precision,
+        checkpoint=run.checkpoint,
+        resumed_from=run.start,
         diverged_loss=diverged_loss,
+    )
+
+
+def _epoch(run: _Run, epoch: int, callback: TrainCallback) -> tuple[float, float]:
+    """Train epoch ``epoch`` (1-based): its mean per-sample loss and its seconds.
+
+    The loss sum stays on the device; reading it at the end is the epoch's one host sync.
+    """
+    run.loader.set_epoch(epoch - 1)
+    steps = len(run.loader)
+    loss_sum = torch.zeros((), device=run.device)
+    t0 = time.perf_counter()
+    for step, (x, y) in enumerate(run.loader, 1):
+        loss_sum += run.step(x, y)
+        callback.on_step(epoch, step, steps)
+    mean_loss = float(loss_sum) / steps
+    return mean_loss, time.perf_counter() - t0
+
+
+def _save(run: _Run, epoch: int, seconds_total: float) -> Path:
+    """Checkpoint ``run`` after ``epoch`` epochs: everything :func:`_resume` restores."""
+    return save_checkpoint(
+        run.checkpoints,
+        epoch,
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.step.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "rng": capture_rng_state(),
+            "loader": {"seed": run.spec.seed, "epoch": epoch},
+            "history": list(run.history),
+            "spec": run.spec.to_dict(),
+            "protocol": run.protocol.label,
+            "precision": run.step.precision,
+            "device_type": run.device.type,
+            "train_seconds_total": seconds_total,
+        },
+        keep=KEEP_CHECKPOINTS,
     )
