@@ -9,24 +9,10 @@ from pathlib import Path
 import typer
 
 from calibench.errors import UsageError
+from calibench.leaderboard.render import FORMATS, SUFFIXES
 
-
-class Format(str, Enum):
-    md = "md"
-    csv = "csv"
-    json = "json"
-    latex = "latex"
-    html = "html"
-
-
-_SUFFIX_FORMATS = {
-    ".md": "md",
-    ".csv": "csv",
-    ".json": "json",
-    ".tex": "latex",
-    ".html": "html",
-    ".htm": "html",
-}
+# typer offers an Enum's values as the choices of --format.
+Format = Enum("Format", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
 
 leaderboard_app = typer.Typer(
     help="Aggregate run records into a leaderboard, or publish a versioned one.",
@@ -63,8 +49,8 @@ def leaderboard_cmd(
         None,
         "--format",
         "-f",
-        help="md, csv, json, latex or html; default: a table on a terminal, md otherwise "
-        "(or from the --output suffix).",
+        help=f"{', '.join(FORMATS[:-1])} or {FORMATS[-1]}; default: a table on a terminal, md "
+        "otherwise (or from the --output suffix).",
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Write to this file, not stdout."),
     bootstrap: int = typer.Option(
@@ -89,10 +75,10 @@ def leaderboard_cmd(
 
     name = fmt.value if fmt is not None else None
     if name is None and output is not None:
-        name = _SUFFIX_FORMATS.get(output.suffix.lower())
+        name = SUFFIXES.get(output.suffix.lower())
         if name is None:
             raise UsageError(
-                f"cannot tell the format from '{output.name}'; pass --format md|csv|json|latex|html"
+                f"cannot tell the format from '{output.name}'; pass --format {'|'.join(FORMATS)}"
             )
     board = build_leaderboard(results, protocol=protocol, sort=sort, n_boot=bootstrap, seed=seed)
     if name is None and output is None and sys.stdout.isatty():

@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import html
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from calibench.leaderboard.aggregate import Leaderboard
 from calibench.leaderboard.cells import (
     caption_lines,
     display_rows,
@@ -23,7 +23,10 @@ from calibench.leaderboard.cells import (
     run_problem_lines,
     shared_identity,
 )
-from calibench.records import StoredRecord
+
+if TYPE_CHECKING:
+    from calibench.leaderboard.aggregate import Leaderboard
+    from calibench.records import StoredRecord
 
 __all__ = ["render_html"]
 

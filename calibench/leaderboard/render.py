@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tabulate import tabulate
 
-from calibench.leaderboard.aggregate import Leaderboard
+from calibench.errors import UsageError
 from calibench.leaderboard.cells import (
     TIE_MARK,
     caption_lines,
@@ -23,10 +24,15 @@ from calibench.leaderboard.cells import (
     run_problem_lines,
     shared_identity,
 )
-from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
+from calibench.leaderboard.html import render_html
+
+if TYPE_CHECKING:
+    from calibench.leaderboard.aggregate import Leaderboard
 
 __all__ = [
     "FORMATS",
+    "RENDERERS",
+    "SUFFIXES",
     "render",
     "render_csv",
     "render_json",
@@ -34,8 +40,6 @@ __all__ = [
     "render_markdown",
     "render_terminal",
 ]
-
-FORMATS = ("md", "csv", "json", "latex", "html")
 
 
 def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
@@ -101,6 +105,9 @@ def _jsonable(value: Any) -> Any:
 
 def render_json(board: Leaderboard) -> str:
     """``{"sort", "n_boot", "columns", "rows", "problems", "notes"}``; metrics as fractions."""
+    # Here, not at the top: listing the formats (the CLI does at start-up) must not load torch.
+    from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
+
     frame = _numeric_frame(board)
     rows = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
     doc = {
@@ -236,20 +243,28 @@ def render_terminal(board: Leaderboard, console: Any = None, *, ci: bool = False
         console.print(f"note: {n}", style="dim", highlight=False)
 
 
+RENDERERS: dict[str, Callable[[Leaderboard], str]] = {
+    "md": render_markdown,
+    "csv": render_csv,
+    "json": render_json,
+    "latex": render_latex,
+    "html": render_html,
+}
+"""Every file format, by the name ``--format`` takes, and the function that writes it."""
+FORMATS = tuple(RENDERERS)
+SUFFIXES = {
+    ".md": "md",
+    ".csv": "csv",
+    ".json": "json",
+    ".tex": "latex",
+    ".html": "html",
+    ".htm": "html",
+}
+"""The format an output file's suffix (lower-cased) asks for."""
+
+
 def render(board: Leaderboard, fmt: str) -> str:
-    """Render to a string in ``fmt`` (one of :data:`FORMATS`)."""
-    if fmt == "md":
-        return render_markdown(board)
-    if fmt == "csv":
-        return render_csv(board)
-    if fmt == "json":
-        return render_json(board)
-    if fmt == "latex":
-        return render_latex(board)
-    if fmt == "html":
-        from calibench.leaderboard.html import render_html
-
-        return render_html(board)
-    from calibench.errors import UsageError
-
-    raise UsageError(f"unknown format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    """Render to a string in ``fmt`` (a key of :data:`RENDERERS`)."""
+    if fmt not in RENDERERS:
+        raise UsageError(f"unknown format '{fmt}'; choose one of: {', '.join(RENDERERS)}")
+    return RENDERERS[fmt](board)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from calibench.cli import main
+from calibench.leaderboard import build_leaderboard, render
+from calibench.leaderboard.render import FORMATS, RENDERERS, SUFFIXES
 
 
 def metrics(ece: float) -> dict:
@@ -90,3 +94,28 @@ def test_publish_command(make_run, tmp_path, capsys):
     assert (tmp_path / "lb" / "smoke" / "v1" / "CHANGES.md").is_file()
     assert main(argv) == 2
     assert "nothing changed since v1" in capsys.readouterr().err
+
+
+def test_format_choices_and_output_suffixes_come_from_the_renderers(make_run, tmp_path, capsys):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    results = tmp_path / "results"
+    assert main(["leaderboard", "-r", str(results), "-f", "xlsx"]) == 2
+    err = capsys.readouterr().err
+    assert all(f"'{fmt}'" in err for fmt in RENDERERS)
+    assert set(SUFFIXES.values()) == set(RENDERERS) == set(FORMATS)
+    board = build_leaderboard(results, n_boot=0)
+    for suffix, fmt in SUFFIXES.items():
+        target = tmp_path / f"board{suffix.upper()}"
+        assert main(["leaderboard", "-r", str(results), "-o", str(target), "--bootstrap", "0"]) == 0
+        assert target.read_text(encoding="utf-8") == render(board, fmt), suffix
+
+
+def test_the_cli_lists_the_formats_without_loading_torch():
+    code = (
+        "import sys\n"
+        "import calibench.cli\n"
+        "from calibench.leaderboard import RENDERERS\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
