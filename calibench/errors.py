@@ -50,6 +50,10 @@ class ProtocolError(UsageError):
     """A protocol file is malformed, or its content changed without a version bump."""
 
 
+class CheckpointError(CalibenchError):
+    """A checkpoint is unreadable or does not hold what a checkpoint must hold."""
+
+
 class RecordError(CalibenchError):
     """A run record is malformed or fails schema validation."""
 

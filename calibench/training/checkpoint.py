@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from calibench.atomic import atomic_write
-from calibench.errors import CalibenchError
+from calibench.errors import CheckpointError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -52,10 +52,6 @@ REQUIRED = {
     "spec": dict,
 }
 _NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
-
-
-class CheckpointError(CalibenchError):
-    """A checkpoint is unreadable or does not hold what a checkpoint must hold."""
 
 
 class CorruptCheckpointWarning(UserWarning):
