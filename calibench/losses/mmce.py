@@ -37,6 +37,8 @@ Differences from their code (none changes a value beyond rounding where theirs i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -117,12 +119,32 @@ def mmce_weighted(
     return torch.where(defined, root, torch.zeros_like(root))
 
 
+class _CEPlusMMCE(CalibrationLoss):
+    """``CE + lam * mmce_term(confidence, correct, width)``; subclasses name the term."""
+
+    mmce_term: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+    def __init__(self, lam: float, width: float) -> None:
+        super().__init__()
+        self.lam = check_param("lam", lam, low=0.0)
+        self.width = check_param("width", width, low=0.0, strict=True)
+
+    def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        z = float_logits(logits)
+        confidence, correct = confidence_and_correct(z, targets)
+        mmce = type(self).mmce_term(confidence, correct, self.width)
+        return F.cross_entropy(z, targets) + self.lam * mmce
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, width={self.width}"
+
+
 @register_loss(
     "mmce",
     summary="CE + lambda * MMCE_w (weighted MMCE, Laplacian kernel 0.4), as Mukhoti et al. ran it",
     reference=REFERENCE,
 )
-class MMCELoss(CalibrationLoss):
+class MMCELoss(_CEPlusMMCE):
     r"""Cross-entropy plus the weighted maximum mean calibration error :math:`\mathrm{MMCE}_w`.
 
     .. math:: L = \frac{1}{N}\sum_i -\log p_{iy_i} + \lambda\,\mathrm{MMCE}_w,\qquad
@@ -140,20 +162,10 @@ class MMCELoss(CalibrationLoss):
     Reference: Kumar, Sarawagi & Jain 2018 (ICML); Mukhoti et al. 2020's implementation.
     """
 
+    mmce_term = staticmethod(mmce_weighted)
+
     def __init__(self, lam: float = 2.0, width: float = KERNEL_WIDTH) -> None:
-        super().__init__()
-        self.lam = check_param("lam", lam, low=0.0)
-        self.width = check_param("width", width, low=0.0, strict=True)
-
-    def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        z = float_logits(logits)
-        confidence, correct = confidence_and_correct(z, targets)
-        return F.cross_entropy(z, targets) + self.lam * mmce_weighted(
-            confidence, correct, self.width
-        )
-
-    def extra_repr(self) -> str:
-        return f"lam={self.lam}, width={self.width}"
+        super().__init__(lam, width)
 
 
 @register_loss(
@@ -161,7 +173,7 @@ class MMCELoss(CalibrationLoss):
     summary="CE + lambda * MMCE_m^2 (unweighted MMCE, squared, Laplacian kernel 0.4)",
     reference=REFERENCE,
 )
-class MMCEUnweightedLoss(CalibrationLoss):
+class MMCEUnweightedLoss(_CEPlusMMCE):
     r"""Cross-entropy plus the squared unweighted maximum mean calibration error.
 
     .. math:: L = \frac{1}{N}\sum_i -\log p_{iy_i} + \lambda\,\mathrm{MMCE}_m^2,\quad
@@ -177,17 +189,7 @@ class MMCEUnweightedLoss(CalibrationLoss):
     Reference: Kumar, Sarawagi & Jain 2018 (ICML); Mukhoti et al. 2020's implementation.
     """
 
+    mmce_term = staticmethod(mmce_unweighted_squared)
+
     def __init__(self, lam: float = 1.0, width: float = KERNEL_WIDTH) -> None:
-        super().__init__()
-        self.lam = check_param("lam", lam, low=0.0)
-        self.width = check_param("width", width, low=0.0, strict=True)
-
-    def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        z = float_logits(logits)
-        confidence, correct = confidence_and_correct(z, targets)
-        return F.cross_entropy(z, targets) + self.lam * mmce_unweighted_squared(
-            confidence, correct, self.width
-        )
-
-    def extra_repr(self) -> str:
-        return f"lam={self.lam}, width={self.width}"
+        super().__init__(lam, width)
