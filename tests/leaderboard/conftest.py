@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from calibench.leaderboard import Leaderboard, build_leaderboard
 from calibench.metrics import logit_metrics, ood_metrics, ood_scores
 from calibench.records import build_record, save_ood_scores, save_predictions, write_record
 from calibench.spec import RunSpec
@@ -22,6 +23,8 @@ N_OOD = 400
 K = 10
 TEMPERATURE = 1.5
 SCORES = ("msp", "energy", "maxlogit")
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+"""The smallest file that passes for a PNG (the signature, then zeros)."""
 
 
 def synthetic_logits(labels: np.ndarray, strength: float, seed: int) -> np.ndarray:
@@ -166,3 +169,23 @@ def make_run(tmp_path: Path, test_labels: np.ndarray) -> MakeRun:
         return write_record(run_dir, record)
 
     return make
+
+
+@pytest.fixture
+def board(make_run: MakeRun, tmp_path: Path) -> Leaderboard:
+    """Two seeds of dual_focal with reliability diagrams, a ce row with a diverged seed, and a
+    malformed record; OOD columns for SVHN; 50 bootstrap resamples."""
+    for seed in range(2):
+        make_run(
+            loss="dual_focal",
+            seed=seed,
+            strength=2.5,
+            ood_sets=["svhn"],
+            plots={"reliability": PNG},
+        )
+    make_run(loss="ce", seed=0, strength=1.0, ood_sets=["svhn"])
+    make_run(loss="ce", seed=1, status="diverged")
+    bad = tmp_path / "results" / "smoke" / "junk" / "record.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("[]")
+    return build_leaderboard(tmp_path / "results", n_boot=50)

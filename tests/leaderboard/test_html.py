@@ -1,16 +1,27 @@
-"""The HTML page: pinned byte for byte on a fixed board, self-contained, escaped."""
+"""The HTML page: pinned byte for byte on a fixed board, self-contained, escaped, and its
+template shipped as package data."""
 
 from __future__ import annotations
 
 import base64
+import fnmatch
+import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from calibench.leaderboard import build_leaderboard, render
+from calibench.leaderboard.html import TEMPLATE
 from calibench.records import RecordProblem
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+from .conftest import PNG
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 EXPECTED_PAGE = Path(__file__).parent / "expected" / "leaderboard.html"
 HOSTILE = "<i>\"a\" & 'b'</i>"
 
@@ -72,3 +83,29 @@ def test_page_escapes_loss_names_and_notes(fixed_board):
     assert "&lt;i&gt;" in page and "alert(1)" not in page
     uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
     assert page.count(uri) == 4  # two seeds of focal: a thumbnail and a gallery figure each
+
+
+def test_html_is_self_contained_with_embedded_diagrams(board):
+    page = render(board, "html")
+    assert page.startswith("<!DOCTYPE html>")
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert page.count(uri) == 4  # two seeds: thumbnail + gallery each
+    assert "http://" not in page and "https://" not in page and 'src="/' not in page
+    assert "<script>" in page and "dual_focal" in page
+
+
+def test_html_escapes_and_skips_non_png(make_run, tmp_path):
+    make_run(loss="ce", seed=0, plots={"reliability": b"<script>alert(1)</script>"})
+    page = render(build_leaderboard(tmp_path / "results", n_boot=0), "html")
+    assert "alert(1)" not in page and "data:image/png" not in page
+
+
+def test_the_template_is_package_data(repo_root):
+    shipped = resources.files("calibench") / "leaderboard" / "templates" / TEMPLATE
+    assert shipped.is_file()
+    pyproject = tomllib.loads((repo_root / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["calibench"]
+    assert any(fnmatch.fnmatch(f"leaderboard/templates/{TEMPLATE}", g) for g in globs)
+    assert any(
+        d.replace(" ", "").startswith("jinja2") for d in pyproject["project"]["dependencies"]
+    )
