@@ -10,8 +10,10 @@ Standard deviations are the sample std over seeds (``ddof=1``; blank for one see
 Every metric value and interval is computed from each run's saved files
 (``test_predictions.npz``, ``ood_scores.npz``) and the record's temperature and ``n_bins``
 (:mod:`calibench.leaderboard.significance`); no loss is imported or created. Only a run whose
-files are missing or unreadable falls back to the values written in its record (a note says
-so), and its row gets no interval. Intervals and the ``≈`` mark:
+files are missing, or that the loaders of :mod:`calibench.records` refuse (a
+:class:`~calibench.errors.RecordError`), falls back to the values written in its record (a note
+says so), and its row gets no interval; any other error is a bug and propagates. Intervals and
+the ``≈`` mark:
 :data:`calibench.metrics.bootstrap.INTERVAL_CONVENTION` and
 :data:`calibench.metrics.bootstrap.SIGNIFICANCE_CONVENTION`.
 """
@@ -26,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from calibench.errors import CalibenchError, UsageError
+from calibench.errors import RecordError, UsageError
 from calibench.leaderboard.significance import (
     RunEvidence,
     compare_adjacent,
@@ -287,7 +289,7 @@ def _collect_evidence(
         run_id = rec.data["run_id"]
         try:
             evidence[run_id] = _evidence(rec, ood_sets, n_boot, seed)
-        except (CalibenchError, ValueError) as exc:  # an unreadable or malformed file
+        except RecordError as exc:  # the loaders' word for an unreadable or malformed file
             notes.append(f"run {run_id}: cannot use its saved files: {exc}")
             evidence[run_id] = None
         if evidence[run_id] is None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -121,3 +123,56 @@ def test_malformed_records_are_reported_and_skipped(make_run, tmp_path):
     board = build_leaderboard(tmp_path / "results", n_boot=0)
     assert list(board.table["loss"]) == ["ce"]
     assert [p.path for p in board.problems] == [bad]
+
+
+def _truncated_zip(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _labels_out_of_range(path: Path) -> None:
+    with np.load(path) as npz:
+        logits, labels = npz["logits"], npz["labels"].copy()
+    labels[0] = logits.shape[1]
+    np.savez_compressed(path, logits=logits, labels=labels)
+
+
+def _not_a_zip(path: Path) -> None:
+    path.write_bytes(b"not a zip file")
+
+
+LOADER_GAP = "calibench.records.load_predictions lets it through as another error type"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _not_a_zip,
+        pytest.param(_truncated_zip, marks=pytest.mark.xfail(strict=True, reason=LOADER_GAP)),
+        pytest.param(_labels_out_of_range, marks=pytest.mark.xfail(strict=True, reason=LOADER_GAP)),
+    ],
+)
+def test_a_malformed_prediction_file_is_a_note_about_that_run(make_run, tmp_path, damage):
+    path = make_run(loss="a", seed=0).parent / "test_predictions.npz"
+    make_run(loss="b", seed=0, strength=3.0)
+    damage(path)
+    board = build_leaderboard(tmp_path / "results", n_boot=20)
+    assert pd.isna(row(board, "a")["ece_ci_low"]) and not pd.isna(row(board, "b")["ece_ci_low"])
+    assert any(
+        "cannot use its saved files" in n and "test_predictions.npz" in n for n in board.notes
+    )
+
+
+@pytest.mark.parametrize("bug", [TypeError, ValueError, KeyError])
+def test_a_bug_while_reading_the_saved_files_is_not_turned_into_a_note(
+    make_run, tmp_path, monkeypatch, bug
+):
+    import calibench.leaderboard.aggregate as aggregate
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise bug("a bug, not a malformed file")
+
+    make_run(loss="a", seed=0)
+    monkeypatch.setattr(aggregate, "run_evidence", broken)
+    with pytest.raises(bug, match="a bug"):
+        build_leaderboard(tmp_path / "results", n_boot=20)
