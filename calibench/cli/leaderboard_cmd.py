@@ -32,11 +32,6 @@ def _results_dir(results: Path | None) -> Path:
     return results if results is not None else default_results_dir()
 
 
-def _warn_problems(board: object) -> None:
-    for p in getattr(board, "problems", []):
-        typer.echo(f"warning: skipped malformed record {p}", err=True)
-
-
 @leaderboard_app.callback()
 def leaderboard_cmd(
     ctx: typer.Context,
@@ -69,10 +64,10 @@ def leaderboard_cmd(
     if ctx.invoked_subcommand is not None:
         return
     results = _results_dir(results)
-    if bootstrap < 0 or bootstrap == 1:
-        raise UsageError(f"--bootstrap must be 0 (off) or at least 2, got {bootstrap}")
     from calibench.leaderboard import build_leaderboard, render, render_terminal
+    from calibench.leaderboard.aggregate import check_n_boot
 
+    check_n_boot(bootstrap, "--bootstrap")
     name = fmt.value if fmt is not None else None
     if name is None and output is not None:
         name = SUFFIXES.get(output.suffix.lower())
@@ -84,7 +79,8 @@ def leaderboard_cmd(
     if name is None and output is None and sys.stdout.isatty():
         render_terminal(board)
         return
-    _warn_problems(board)
+    for p in board.problems:
+        typer.echo(f"warning: skipped malformed record {p}", err=True)
     text = render(board, name or "md")
     if output is None:
         typer.echo(text, nl=False)
@@ -117,9 +113,10 @@ def publish_cmd(
     ),
 ) -> None:
     """Write a new immutable version ROOT/<protocol>/v<N>/ (records, LEADERBOARD.md, CSV, CHANGES.md)."""
-    if bootstrap < 0 or bootstrap == 1:
-        raise UsageError(f"--bootstrap must be 0 (off) or at least 2, got {bootstrap}")
     from calibench.leaderboard import publish
+    from calibench.leaderboard.aggregate import check_n_boot
+
+    check_n_boot(bootstrap, "--bootstrap")
 
     result = publish(
         _results_dir(results),

@@ -49,6 +49,7 @@ __all__ = [
     "Leaderboard",
     "MetricColumn",
     "build_leaderboard",
+    "check_n_boot",
     "metric_columns",
     "runs_frame",
 ]
@@ -343,6 +344,12 @@ def _add_significance(table: pd.DataFrame, runs: pd.DataFrame, sort: MetricColum
     return table
 
 
+def check_n_boot(n_boot: int, name: str = "n_boot") -> None:
+    """Refuse a resample count that gives no interval: 0 (intervals off) or at least 2."""
+    if n_boot < 0 or n_boot == 1:
+        raise UsageError(f"{name} must be 0 (no intervals) or at least 2, got {n_boot}")
+
+
 def build_leaderboard(
     records: Sequence[StoredRecord] | str | Path,
     *,
@@ -370,8 +377,7 @@ def build_leaderboard(
                 f"no records for protocol '{protocol}'; protocols with records: "
                 f"{', '.join(known) or 'none'}"
             )
-    if n_boot < 0 or n_boot == 1:
-        raise UsageError(f"n_boot must be 0 (no intervals) or at least 2, got {n_boot}")
+    check_n_boot(n_boot)
     columns = metric_columns(records)
     keys = [c.key for c in columns]
     if sort not in keys:

@@ -186,15 +186,9 @@ def render_changes(
     return "\n".join(lines).rstrip() + "\n", anything
 
 
-def _choose_protocol(records: Sequence[StoredRecord], protocol: str | None) -> str:
+def _only_protocol(records: Sequence[StoredRecord]) -> str:
+    """The protocol of ``records`` when they hold exactly one."""
     protocols = sorted({r.data["spec"]["protocol"] for r in records})
-    if protocol is not None:
-        if protocol not in protocols:
-            raise PublishError(
-                f"no records for protocol '{protocol}'; protocols with records: "
-                f"{', '.join(protocols) or 'none'}"
-            )
-        return protocol
     if not protocols:
         raise PublishError("no run records to publish")
     if len(protocols) > 1:
@@ -226,8 +220,8 @@ def publish(
             f"{len(problems)} malformed record(s) under {results_dir}; fix or move them, or pass "
             f"--skip-invalid:\n  {listing}"
         )
-    protocol = _choose_protocol(records, protocol)
-    records = [r for r in records if r.data["spec"]["protocol"] == protocol]
+    if protocol is None:
+        protocol = _only_protocol(records)
     protocol_dir = Path(root) / slug(protocol)
     versions = existing_versions(protocol_dir)
     version = (versions[-1] + 1) if versions else 1
@@ -235,7 +229,8 @@ def publish(
     if final.exists():
         raise PublishError(f"{final} already exists; published versions are never overwritten")
 
-    board = build_leaderboard(records, sort=sort, n_boot=n_boot)
+    board = build_leaderboard(records, protocol=protocol, sort=sort, n_boot=n_boot)
+    records = board.records()
     old = None
     if versions:
         old_dir = protocol_dir / f"v{versions[-1]}"

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from calibench.errors import UsageError
 from calibench.leaderboard import PublishError, publish
 from calibench.leaderboard import versions as publish_module
 from calibench.records import load_record, write_record
@@ -135,3 +136,13 @@ def test_several_protocols_need_a_choice(make_run, tmp_path):
         publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0)
     v1 = publish(tmp_path / "results", root=tmp_path / "lb", protocol="fast", n_boot=0)
     assert v1.path == tmp_path / "lb" / "fast" / "v1" and v1.n_records == 1
+    assert [p.name for p in (v1.path / "records").iterdir()] == [
+        load_record(p)["run_id"] for p in (tmp_path / "results" / "fast").glob("*/record.json")
+    ]
+
+
+def test_a_protocol_without_records_publishes_nothing(make_run, tmp_path):
+    make_run(loss="ce", seed=0, metrics=metrics(0.05))
+    with pytest.raises(UsageError, match=r"no records for protocol 'standard'.*smoke"):
+        publish(tmp_path / "results", root=tmp_path / "lb", protocol="standard", n_boot=0)
+    assert not (tmp_path / "lb").exists()
