@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from calibench.atomic import atomic_write_bytes
 from calibench.errors import UsageError
 from calibench.leaderboard.render import FORMATS, SUFFIXES
 
@@ -85,8 +86,7 @@ def leaderboard_cmd(
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    atomic_write_bytes(output, text.encode("utf-8"))
     typer.echo(f"wrote {output}", err=True)
 
 
