@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import base64
 import functools
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -53,13 +52,32 @@ class Plot:
 
 @dataclass(frozen=True)
 class Cell:
-    """A table cell: ``kind`` is ``num`` (a metric, with its interval), ``plots`` or ``text``;
-    ``sort`` is the value the header click sorts by."""
+    """A table cell: ``kind`` is ``num`` (a metric, with its interval), ``plots`` (the row's
+    diagrams) or ``text``; ``sort`` is the value a header click sorts by."""
 
     kind: str
     text: str = ""
     sort: str = ""
     interval: str | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row; ``bad`` when none of its runs completed; ``anchor`` names its gallery."""
+
+    cells: list[Cell]
+    plots: list[Plot]
+    anchor: str
+    bad: bool
+
+
+@dataclass(frozen=True)
+class Section:
+    """A row's reliability diagrams in the gallery below the table."""
+
+    anchor: str
+    heading: str
+    plots: list[Plot]
 
 
 @functools.cache
@@ -103,9 +121,8 @@ def _reliability_plots(board: Leaderboard, run_ids: list[str]) -> list[Plot]:
 
 
 def _sort_value(value: object) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "Infinity"
-    return str(value)
+    """What a header click sorts by; a missing value (None, NaN, NA) is ``Infinity``."""
+    return "Infinity" if pd.isna(value) else str(value)
 
 
 def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> str:
@@ -115,8 +132,8 @@ def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> 
     headers = [h for h in (shown_rows[0] if shown_rows else []) if h not in shared]
     headers.insert(headers.index("loss") + 1 if "loss" in headers else 0, "reliability")
     metric_titles = {c.title: c for c in board.columns}
-    rows: list[dict[str, Any]] = []
-    gallery: list[dict[str, Any]] = []
+    rows: list[Row] = []
+    gallery: list[Section] = []
     for (_, row), shown in zip(board.table.iterrows(), shown_rows, strict=True):
         run_ids = [r for r in str(row["run_ids"]).split(",") if r]
         anchor = f"row-{run_ids[0]}" if run_ids else ""
@@ -133,12 +150,10 @@ def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> 
             else:
                 sort = _sort_value(row["rank"] if h == "rank" else shown[h])
                 cells.append(Cell("text", shown[h], sort))
-        rows.append(
-            {"cells": cells, "plots": plots, "anchor": anchor, "bad": row["n_completed"] == 0}
-        )
+        rows.append(Row(cells, plots, anchor, bad=row["n_completed"] == 0))
         if plots:
             heading = f"{row['loss']} · {row['dataset']} · {row['backbone']}"
-            gallery.append({"anchor": anchor, "heading": heading, "plots": plots})
+            gallery.append(Section(anchor, heading, plots))
     return _template().render(
         title=title,
         subtitle=" · ".join(
