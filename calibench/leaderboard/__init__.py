@@ -8,7 +8,7 @@ predictions and OOD scores, and adjacent ranks are compared by Welch's t-test ov
 text cells of :mod:`.cells`; :func:`publish` writes ``leaderboards/<protocol>/v<N>/``
 (:mod:`.versions`).
 
-Rendering loads neither torch nor the aggregation, so the CLI reads :data:`RENDERERS` at
+Importing the renderers loads neither torch nor pandas, so the CLI reads :data:`RENDERERS` at
 start-up for its ``--format`` choices; the names of :mod:`.aggregate` and :mod:`.versions` are
 imported on first use.
 """

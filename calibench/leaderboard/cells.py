@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 if TYPE_CHECKING:
+    import pandas as pd
+
     from calibench.leaderboard.aggregate import Leaderboard, MetricColumn
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "display_rows",
     "format_cell",
     "interval_text",
+    "missing",
     "run_problem_lines",
     "shared_identity",
 ]
@@ -50,8 +51,17 @@ SHAREABLE = ("protocol", "dataset", "backbone", "deviations")
 holds the same value."""
 
 
-def _finite(x: Any) -> bool:
-    return x is not None and not pd.isna(x) and math.isfinite(float(x))
+def missing(value: object) -> bool:
+    """Whether a table value is absent: None, NaN or pandas' NA."""
+    # pandas is loaded with any board; imported here so that listing the formats (the CLI does
+    # at start-up) does not load it.
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def _finite(value: Any) -> bool:
+    return not missing(value) and math.isfinite(float(value))
 
 
 def _in_unit(value: float, column: MetricColumn) -> str:
@@ -82,10 +92,10 @@ def format_cell(row: pd.Series, column: MetricColumn, *, ci: bool = True, pm: st
 
 
 def _rank_text(row: pd.Series) -> str:
-    if pd.isna(row["rank"]):
+    if missing(row["rank"]):
         return "–"
     tie = row.get("tie_above")
-    tied = tie is True or (not pd.isna(tie) and bool(tie))
+    tied = not missing(tie) and bool(tie)
     return f"{int(row['rank'])}{TIE_MARK if tied else ''}"
 
 

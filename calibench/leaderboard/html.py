@@ -16,13 +16,12 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from calibench.leaderboard.cells import (
     caption_lines,
     display_rows,
     format_cell,
     interval_text,
+    missing,
     run_problem_lines,
     shared_identity,
 )
@@ -122,7 +121,7 @@ def _reliability_plots(board: Leaderboard, run_ids: list[str]) -> list[Plot]:
 
 def _sort_value(value: object) -> str:
     """What a header click sorts by; a missing value (None, NaN, NA) is ``Infinity``."""
-    return "Infinity" if pd.isna(value) else str(value)
+    return "Infinity" if missing(value) else str(value)
 
 
 def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> str:

@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from tabulate import tabulate
 
 from calibench.errors import UsageError
@@ -21,12 +20,15 @@ from calibench.leaderboard.cells import (
     TIE_MARK,
     caption_lines,
     display_rows,
+    missing,
     run_problem_lines,
     shared_identity,
 )
 from calibench.leaderboard.html import render_html
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from calibench.leaderboard.aggregate import Leaderboard
 
 __all__ = [
@@ -94,7 +96,7 @@ def render_csv(board: Leaderboard) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or value is pd.NA:
+    if missing(value):
         return None
     if hasattr(value, "item"):
         value = value.item()

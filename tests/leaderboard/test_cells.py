@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from calibench.leaderboard.aggregate import Leaderboard, MetricColumn
@@ -10,6 +11,7 @@ from calibench.leaderboard.cells import (
     display_rows,
     format_cell,
     interval_text,
+    missing,
     shared_identity,
 )
 
@@ -74,3 +76,8 @@ def test_rank_marks_rows_tied_with_the_row_above():
     rows = display_rows(board)
     assert [r["rank"] for r in rows] == ["1", f"2{TIE_MARK}", "3", "–"]
     assert rows[3]["ECE %"] == "–" and rows[1]["status"] == "2 completed"
+
+
+def test_missing_is_none_nan_or_pandas_na():
+    assert all(missing(v) for v in (None, NAN, pd.NA, np.float64("nan")))
+    assert not any(missing(v) for v in (0.0, 0, "", "x", float("inf"), False))

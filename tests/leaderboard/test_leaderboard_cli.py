@@ -110,12 +110,13 @@ def test_format_choices_and_output_suffixes_come_from_the_renderers(make_run, tm
         assert target.read_text(encoding="utf-8") == render(board, fmt), suffix
 
 
-def test_the_cli_lists_the_formats_without_loading_torch():
+def test_the_cli_lists_the_formats_without_loading_torch_or_pandas():
     code = (
         "import sys\n"
         "import calibench.cli\n"
         "from calibench.leaderboard import RENDERERS\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
