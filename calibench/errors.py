@@ -54,6 +54,10 @@ class CheckpointError(CalibenchError):
     """A checkpoint is unreadable or does not hold what a checkpoint must hold."""
 
 
+class PublishError(UsageError):
+    """A version cannot be published (it exists, nothing changed, or records are malformed)."""
+
+
 class RecordError(CalibenchError):
     """A run record is malformed or fails schema validation."""
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -405,6 +407,10 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+#: What numpy raises for a damaged ``.npz`` (truncated zip, corrupt stream, bad header).
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def load_predictions(path: str | os.PathLike[str]) -> Predictions:
     """Read a ``test_predictions.npz`` (no pickle); :class:`RecordError` if malformed.
 
@@ -416,10 +422,12 @@ def load_predictions(path: str | os.PathLike[str]) -> Predictions:
         with np.load(p, allow_pickle=False) as npz:
             logits = np.asarray(npz["logits"])
             labels = np.asarray(npz["labels"])
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except _UNREADABLE as exc:
         raise RecordError(f"{p}: cannot read saved predictions: {exc}") from None
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise RecordError(f"{p}: logits {logits.shape} and labels {labels.shape} do not match")
+    if logits.shape[0] < 1 or logits.shape[1] < 2:
+        raise RecordError(f"{p}: logits {logits.shape} need at least one row and two classes")
     if not np.issubdtype(labels.dtype, np.integer) or not np.issubdtype(logits.dtype, np.floating):
         raise RecordError(f"{p}: logits must be floating point and labels integer")
     if logits.dtype != np.float32:
@@ -429,6 +437,10 @@ def load_predictions(path: str | os.PathLike[str]) -> Predictions:
         )
     if not np.isfinite(logits).all():
         raise RecordError(f"{p}: saved predictive logits contain NaN or inf")
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise RecordError(
+            f"{p}: labels lie in [{labels.min()}, {labels.max()}], outside [0, {logits.shape[1]})"
+        )
     return Predictions(logits=logits, labels=labels.astype(np.int64))
 
 
@@ -501,7 +513,7 @@ def load_ood_scores(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndar
                 out.setdefault(ood_name, {})[score] = arr
     except RecordError:
         raise
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except _UNREADABLE as exc:
         raise RecordError(f"{p}: cannot read saved OOD scores: {exc}") from None
     if not out:
         raise RecordError(f"{p}: holds no OOD scores")

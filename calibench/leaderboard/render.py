@@ -9,7 +9,6 @@ statistic, for machines.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from calibench.leaderboard.cells import (
     shared_identity,
 )
 from calibench.leaderboard.html import render_html
+from calibench.util import to_jsonable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,14 +95,9 @@ def render_csv(board: Leaderboard) -> str:
     return _numeric_frame(board).to_csv(index=False, lineterminator="\n")
 
 
-def _jsonable(value: Any) -> Any:
-    if missing(value):
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _plain(value: Any) -> Any:
+    """A cell value :func:`to_jsonable` leaves to us: ``None`` when missing (NaT), else as is."""
+    return None if missing(value) else value
 
 
 def render_json(board: Leaderboard) -> str:
@@ -111,7 +106,10 @@ def render_json(board: Leaderboard) -> str:
     from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
 
     frame = _numeric_frame(board)
-    rows = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
+    rows = [
+        {k: to_jsonable(v, fallback=_plain) for k, v in rec.items()}
+        for rec in frame.to_dict(orient="records")
+    ]
     doc = {
         "format": "calibench-leaderboard/1",
         "sort": board.sort,

@@ -10,7 +10,6 @@ refused too (nothing would change), unless ``allow_unchanged``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 import re
@@ -23,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from calibench.errors import UsageError
+from calibench.errors import PublishError
 from calibench.leaderboard.aggregate import (
     GROUP_KEYS,
     Leaderboard,
@@ -34,14 +33,11 @@ from calibench.leaderboard.cells import format_cell
 from calibench.leaderboard.render import render_csv, render_markdown
 from calibench.records import RECORD_FILENAME, StoredRecord, iter_records
 from calibench.spec import slug
+from calibench.util import utc_now
 
 __all__ = ["PublishError", "PublishResult", "existing_versions", "publish", "render_changes"]
 
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
-
-
-class PublishError(UsageError):
-    """A version cannot be published (it exists, nothing changed, or records are malformed)."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +57,6 @@ def existing_versions(protocol_dir: Path) -> list[int]:
         return []
     found = (_VERSION_DIR.match(p.name) for p in protocol_dir.iterdir() if p.is_dir())
     return sorted(int(m.group(1)) for m in found if m)
-
-
-def _utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _row_key(row: pd.Series) -> tuple[Any, ...]:
@@ -240,7 +232,7 @@ def publish(
                 f"the previous version {old_dir} has malformed records: {old_problems[0]}"
             )
         old = build_leaderboard(old_records, sort=sort, n_boot=0) if old_records else None
-    published_at = _utc_now()
+    published_at = utc_now("seconds")
     changes, changed = render_changes(
         old, board, protocol=protocol, version=version, published_at=published_at
     )
