@@ -52,34 +52,45 @@ def check_n_bins(n_bins: int) -> int:
     return n_bins
 
 
+def _check_rows_labels(x: Tensor, labels: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """The checks ``probs`` and predictive logits share: ``x (N, K)`` finite floating point with
+    ``N >= 1``, ``K >= 2``; ``labels (N,)`` integers in ``[0, K)``. Returns float64 / int64 on
+    the CPU."""
+    if not isinstance(x, Tensor) or not isinstance(labels, Tensor):
+        raise UsageError(f"{what} and labels must be torch tensors")
+    if x.dim() != 2 or x.shape[1] < 2:
+        raise UsageError(f"{what} must have shape (N, K) with K >= 2, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise UsageError(f"{what} must be floating point, got {x.dtype}")
+    n, k = x.shape
+    if n == 0:
+        raise UsageError(f"{what} is empty: metrics need at least one sample")
+    if labels.shape != (n,):
+        raise UsageError(f"labels must have shape (N,) = ({n},), got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise UsageError(f"labels must be integer class indices, got {labels.dtype}")
+    x = x.detach().to("cpu", torch.float64)
+    labels = labels.detach().to("cpu", torch.int64)
+    if not bool(torch.isfinite(x).all()):
+        raise UsageError(f"{what} contain NaN or inf; the model has diverged or the input is bad")
+    lmin, lmax = int(labels.min()), int(labels.max())
+    if lmin < 0 or lmax >= k:
+        raise UsageError(f"labels must lie in [0, {k}) for K={k} classes, got [{lmin}, {lmax}]")
+    return x, labels
+
+
 def check_probs_labels(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Validate ``probs (N, K)`` and ``labels (N,)``; return them as float64 / int64 on the CPU.
 
     Raises :class:`UsageError` unless probs are finite, in ``[0, 1]``, rows sum to 1 within
     :data:`SUM_TOLERANCE`, and labels are integers in ``[0, K)``.
     """
-    if not isinstance(probs, Tensor) or not isinstance(labels, Tensor):
-        raise UsageError("probs and labels must be torch tensors")
-    if probs.dim() != 2 or probs.shape[1] < 2:
-        raise UsageError(f"probs must have shape (N, K) with K >= 2, got {tuple(probs.shape)}")
-    if not probs.is_floating_point():
-        raise UsageError(f"probs must be floating point, got {probs.dtype}")
-    n, k = probs.shape
-    if n == 0:
-        raise UsageError("probs is empty: metrics need at least one sample")
-    if labels.shape != (n,):
-        raise UsageError(f"labels must have shape (N,) = ({n},), got {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise UsageError(f"labels must be integer class indices, got {labels.dtype}")
-    probs = probs.detach().to("cpu", torch.float64)
-    labels = labels.detach().to("cpu", torch.int64)
-    if not bool(torch.isfinite(probs).all()):
-        raise UsageError("probs contain NaN or inf; the model has diverged or the input is bad")
+    probs, labels = _check_rows_labels(probs, labels, "probs")
     lo, hi = float(probs.min()), float(probs.max())
     if lo < 0.0 or hi > 1.0:
         raise UsageError(
             f"probs must lie in [0, 1], got values in [{lo:g}, {hi:g}]; pass probabilities, "
-            "not logits (use loss.probabilities(logits))"
+            "not logits (or use logit_metrics on predictive logits)"
         )
     worst = float((probs.sum(dim=1) - 1.0).abs().max())
     if worst > SUM_TOLERANCE:
@@ -87,9 +98,6 @@ def check_probs_labels(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
             f"each row of probs must sum to 1 (tolerance {SUM_TOLERANCE}), worst row is off by "
             f"{worst:.3g}; pass probabilities, not logits"
         )
-    lmin, lmax = int(labels.min()), int(labels.max())
-    if lmin < 0 or lmax >= k:
-        raise UsageError(f"labels must lie in [0, {k}) for K={k} classes, got [{lmin}, {lmax}]")
     return probs, labels
 
 
@@ -99,27 +107,7 @@ def check_logits_labels(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]
     Raises :class:`UsageError` unless the logits are finite floating point with ``K >= 2`` and
     ``N >= 1``, and labels are integers in ``[0, K)``.
     """
-    if not isinstance(logits, Tensor) or not isinstance(labels, Tensor):
-        raise UsageError("logits and labels must be torch tensors")
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise UsageError(f"logits must have shape (N, K) with K >= 2, got {tuple(logits.shape)}")
-    if not logits.is_floating_point():
-        raise UsageError(f"logits must be floating point, got {logits.dtype}")
-    n, k = logits.shape
-    if n == 0:
-        raise UsageError("logits is empty: metrics need at least one sample")
-    if labels.shape != (n,):
-        raise UsageError(f"labels must have shape (N,) = ({n},), got {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise UsageError(f"labels must be integer class indices, got {labels.dtype}")
-    logits = logits.detach().to("cpu", torch.float64)
-    labels = labels.detach().to("cpu", torch.int64)
-    if not bool(torch.isfinite(logits).all()):
-        raise UsageError("logits contain NaN or inf; the model has diverged or the input is bad")
-    lmin, lmax = int(labels.min()), int(labels.max())
-    if lmin < 0 or lmax >= k:
-        raise UsageError(f"labels must lie in [0, {k}) for K={k} classes, got [{lmin}, {lmax}]")
-    return logits, labels
+    return _check_rows_labels(logits, labels, "logits")
 
 
 def top_label(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
