@@ -15,6 +15,20 @@ CIFAR10_NPZ = SHARED_DATA / "cifar10.npz"
 os.environ.setdefault("CALIBENCH_DATA", str(REPO_ROOT / ".pytest-no-data"))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that sets torch's thread count (``execute_run(threads=...)`` does) must not change
+    it for the tests after it: CPU results are bit-identical only for one thread count."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    saved = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and saved is not None and torch.get_num_threads() != saved:
+        torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -126,11 +126,13 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
+    import torch
     from calibench.training.progress import TrainCallback
     from calibench.training.trainer import train
     from calibench.spec import RunSpec
 
-    spec_dict, run_dir, data_root, marker = json.loads(sys.argv[1])
+    spec_dict, run_dir, data_root, marker, threads = json.loads(sys.argv[1])
+    torch.set_num_threads(threads)  # CPU results are bit-identical only for one thread count
 
     class StopMidEpoch2(TrainCallback):
         def on_step(self, epoch, step, steps):
@@ -149,7 +151,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(
 ) -> None:
     spec = make_spec()
     run_dir, marker = tmp_path / "killed", tmp_path / "marker"
-    args = json.dumps([spec.to_dict(), str(run_dir), str(data_root), str(marker)])
+    threads = torch.get_num_threads()  # the reference's: bit-identity holds per thread count
+    args = json.dumps([spec.to_dict(), str(run_dir), str(data_root), str(marker), threads])
     child = subprocess.Popen([sys.executable, "-c", CHILD, args], cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 240
