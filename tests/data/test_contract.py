@@ -24,11 +24,19 @@ def _check_images(x: torch.Tensor) -> None:
     assert x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1:] == (32, 32, 3)
 
 
-@pytest.mark.parametrize("name", DATASETS)
-def test_dataset_is_documented(name: str) -> None:
-    entry = get_registry("datasets").get(name)
+PARAMETERS = {
+    "datasets": {"root", "download", "val_size", "split_seed"},
+    "ood": {"root", "download", "like", "seed"},
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [("datasets", n) for n in DATASETS] + [("ood", n) for n in OOD_SETS]
+)
+def test_is_documented_and_takes_the_contract_parameters(kind: str, name: str) -> None:
+    entry = get_registry(kind).get(name)
     assert entry.summary and entry.reference
-    assert {"root", "download", "val_size", "split_seed"} <= set(entry.parameters)
+    assert PARAMETERS[kind] <= set(entry.parameters)
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -50,13 +58,6 @@ def test_dataset_splits(tmp_path: Path, writers, name: str) -> None:
         assert split.y.dtype == torch.int64 and split.y.shape == (len(split),)
         assert int(split.y.min()) >= 0 and int(split.y.max()) < ds.num_classes
     assert ds.provenance["sizes"] == {"train": 2 * k, "val": k, "test": k}
-
-
-@pytest.mark.parametrize("name", OOD_SETS)
-def test_ood_set_is_documented(name: str) -> None:
-    entry = get_registry("ood").get(name)
-    assert entry.summary and entry.reference
-    assert {"root", "download", "like", "seed"} <= set(entry.parameters)
 
 
 @pytest.mark.parametrize("name", OOD_SETS)

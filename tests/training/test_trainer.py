@@ -197,24 +197,29 @@ def test_finished_run_is_not_retrained(reference: TrainResult, data_root: Path) 
     assert_same_weights(again.model.state_dict(), reference.model.state_dict())
 
 
-class NanInEpoch2(CrossEntropyLoss):
-    """CE that turns NaN after the first ``steps`` calls, that is in epoch 2."""
+class FailsInEpoch2(CrossEntropyLoss):
+    """CE that goes wrong after the first ``steps`` calls (in epoch 2): NaN, or it raises."""
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, steps: int, *, raises: bool = False) -> None:
         super().__init__()
         self.steps = steps
+        self.raises = raises
         self.calls = 0
 
     def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         loss = super().compute(logits, targets)
-        return loss * float("nan") if self.calls > self.steps else loss
+        if self.calls <= self.steps:
+            return loss
+        if self.raises:
+            raise RuntimeError("boom in epoch 2")
+        return loss * float("nan")
 
 
 def test_non_finite_loss_marks_the_run_diverged(
     tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loss = NanInEpoch2(steps=192 // 64)
+    loss = FailsInEpoch2(steps=192 // 64)
     monkeypatch.setattr("calibench.training.trainer.create_loss", lambda name, **kw: loss)
     result = run(make_spec(), tmp_path / "run", data_root)
     assert result.status == "diverged" and result.epoch == 2
@@ -251,21 +256,6 @@ def test_progress_callbacks(tmp_path: Path, data_root: Path) -> None:
     assert torch.are_deterministic_algorithms_enabled() == before  # backend flags restored
 
 
-class RaiseInEpoch2(CrossEntropyLoss):
-    """CE that raises after the first ``steps`` calls, that is in epoch 2."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__()
-        self.steps = steps
-        self.calls = 0
-
-    def compute(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls > self.steps:
-            raise RuntimeError("boom in epoch 2")
-        return super().compute(logits, targets)
-
-
 def test_an_error_reports_failed_then_propagates(
     tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -275,7 +265,7 @@ def test_an_error_reports_failed_then_propagates(
         def on_train_end(self, status: RecordStatus, epoch: int) -> None:
             ends.append((status, epoch))
 
-    loss = RaiseInEpoch2(steps=128 // 64)
+    loss = FailsInEpoch2(steps=128 // 64, raises=True)
     monkeypatch.setattr("calibench.training.trainer.create_loss", lambda name, **kw: loss)
     spec = make_spec(train_subset=128)
     with pytest.raises(RuntimeError, match="boom in epoch 2"):
