@@ -28,8 +28,14 @@ batches of each batch's mean) whatever the loss reduction, so ``"mean"`` and ``"
 report comparable numbers. A non-finite epoch loss stops the run with status ``DIVERGED`` at
 that epoch; it is returned, not raised, and the last good checkpoint is kept.
 
+A loss may keep state (buffers, so ``state_dict()`` carries them) and define
+``on_epoch_end(epoch, val_predictive_logits, val_labels)``; only for such a loss, after every
+epoch, the model predicts the validation split in eval mode without gradient and the hook gets
+the loss's predictive logits (float32, on the run's device) and the int64 labels.
+
 Every epoch ends with an atomic checkpoint in ``run_dir/checkpoints/`` (model, optimizer,
-scheduler, every RNG state, the loader's seed and next epoch, the history). Calling ``train``
+scheduler, the loss's ``state_dict()``, every RNG state, the loader's seed and next epoch, the
+history). Calling ``train``
 again with the same spec and ``run_dir`` resumes from the newest good checkpoint, and on CPU
 ends bit-identical to an uninterrupted run, because each epoch's shuffle and augmentation come
 from a generator seeded by ``(seed, epoch)``.
@@ -52,7 +58,7 @@ from torch import nn
 from calibench.data.datasets import ImageDataset
 from calibench.data.pipeline import DeviceLoader
 from calibench.errors import ProtocolError, UsageError
-from calibench.losses.base import CalibrationLoss
+from calibench.losses.base import CalibrationLoss, predictive_logits_of
 from calibench.protocols import OVERRIDES, Protocol, load_protocol
 from calibench.registry import create_backbone, create_dataset, create_loss
 from calibench.spec import RunSpec, canonical_json
@@ -274,6 +280,7 @@ def _resume(run: _Run) -> None:
         return
     run.checkpoint, state = found
     run.model.load_state_dict(state["model"])
+    run.criterion.load_state_dict(state.get("loss", {}))
     run.step.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     restore_rng_state(state["rng"])
@@ -287,6 +294,7 @@ def _checker(run: _Run) -> Callable[[dict[str, Any]], None]:
     spec_json = canonical_json(run.spec.to_dict())
     shapes = {k: tuple(v.shape) for k, v in run.model.state_dict().items()}
     n_params = [len(g["params"]) for g in run.step.optimizer.param_groups]
+    loss_shapes = {k: tuple(v.shape) for k, v in run.criterion.state_dict().items()}
 
     def check(state: dict[str, Any]) -> None:
         try:
@@ -308,6 +316,15 @@ def _checker(run: _Run) -> Callable[[dict[str, Any]], None]:
         for key in ("rng", "loader", "history", "scheduler"):
             if key not in state:
                 raise CheckpointError(f"it lacks '{key}'")
+        loss_state = state.get("loss", {})
+        got_loss = (
+            {k: tuple(v.shape) for k, v in loss_state.items()}
+            if isinstance(loss_state, dict)
+            and all(isinstance(v, torch.Tensor) for v in loss_state.values())
+            else None
+        )
+        if got_loss != loss_shapes:
+            raise CheckpointError("its loss state does not match the loss's buffers")
 
     return check
 
@@ -337,6 +354,7 @@ def _train_epochs(run: _Run, callback: TrainCallback) -> TrainResult:
                 break
             run.scheduler.step()
             run.history.append(loss)
+            _loss_epoch_end(run, epoch)
             run.checkpoint = _save(run, epoch, run.seconds_before + seconds)
     except BaseException:
         callback.on_train_end(RecordStatus.FAILED, epoch)
@@ -380,6 +398,27 @@ def _epoch(run: _Run, epoch: int, callback: TrainCallback) -> tuple[float, float
     return mean_loss, time.perf_counter() - t0
 
 
+def _loss_epoch_end(run: _Run, epoch: int) -> None:
+    """Call ``run.criterion.on_epoch_end(epoch, val_s, val_y)`` if the loss defines it."""
+    hook = getattr(run.criterion, "on_epoch_end", None)
+    if not callable(hook):
+        return
+    from calibench.evaluation import predict_logits
+
+    val = run.dataset.val
+    if len(val.y) == 0:
+        raise UsageError(
+            f"loss {run.spec.loss} updates its state on the val split after every epoch, but "
+            f"protocol {run.protocol.name} has no val split (val_size = 0)"
+        )
+    logits = predict_logits(
+        run.model, val.x, run.dataset.mean, run.dataset.std, device=run.device
+    ).to(run.device)
+    with torch.no_grad():
+        val_s = predictive_logits_of(run.criterion, logits).float()
+        hook(epoch, val_s, val.y.to(run.device, torch.int64))
+
+
 def _save(run: _Run, epoch: int, seconds_total: float) -> Path:
     """Checkpoint ``run`` after ``epoch`` epochs: everything :func:`_resume` restores."""
     return save_checkpoint(
@@ -389,6 +428,7 @@ def _save(run: _Run, epoch: int, seconds_total: float) -> Path:
             "model": run.model.state_dict(),
             "optimizer": run.step.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
+            "loss": run.criterion.state_dict(),
             "rng": capture_rng_state(),
             "loader": {"seed": run.spec.seed, "epoch": epoch},
             "history": list(run.history),

@@ -371,3 +371,60 @@ def test_entry_point_trains_resnet20_on_2000_images(tmp_path: Path) -> None:
     model = create_backbone("resnet20", num_classes=10)
     model.load_state_dict(state["model"])
     assert state["epoch"] == 1 and state["spec"]["seed"] == 0
+
+
+class ValStateLoss(CrossEntropyLoss):
+    """CE whose state (buffers) follows the val split: the epochs seen and the mean val logit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("val_mean", torch.zeros(3, dtype=torch.float64))
+        self.calls: list[tuple[int, tuple[int, ...], torch.dtype, bool]] = []
+
+    def on_epoch_end(self, epoch: int, val_s: torch.Tensor, val_y: torch.Tensor) -> None:
+        self.calls.append((epoch, tuple(val_s.shape), val_y.dtype, torch.is_grad_enabled()))
+        self.epochs_seen += 1
+        self.val_mean[epoch] = val_s.double().mean()
+
+
+def test_a_stateful_loss_is_updated_each_epoch_checkpointed_and_restored(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[ValStateLoss] = []
+
+    def create(name: str, **kw: object) -> ValStateLoss:
+        made.append(ValStateLoss())
+        return made[-1]
+
+    monkeypatch.setattr("calibench.training.trainer.create_loss", create)
+    full = run(make_spec(), tmp_path / "full", data_root)
+    loss = made[-1]
+    assert [(e, grad) for e, _, _, grad in loss.calls] == [(1, False), (2, False)]
+    n_val = len(full.dataset.val.y)
+    assert n_val > 0 and all(c[1] == (n_val, 10) and c[2] == torch.int64 for c in loss.calls)
+    assert int(loss.epochs_seen) == 2 and bool((loss.val_mean[1:] != 0).all())
+    assert loss.val_mean[1] != loss.val_mean[2]  # the model moved between epochs
+    first = load_checkpoint(checkpoint_path(tmp_path / "full" / "checkpoints", 1))
+    assert int(first["loss"]["epochs_seen"]) == 1 and float(first["loss"]["val_mean"][2]) == 0.0
+    # killed after epoch 1 (its checkpoint is the newest), then resumed by a fresh process
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    checkpoint_path(tmp_path / "resumed" / "checkpoints", 2).unlink()
+    resumed = run(make_spec(), tmp_path / "resumed", data_root)
+    assert resumed.resumed_from == 1 and made[-1] is not loss
+    assert [c[0] for c in made[-1].calls] == [2]
+    assert_same_weights(made[-1].state_dict(), loss.state_dict())
+    assert_same_weights(resumed.model.state_dict(), full.model.state_dict())
+    assert resumed.history == full.history
+
+
+def test_a_loss_without_the_hook_never_predicts_the_val_split(
+    reference: TrainResult, tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object, **kw: object) -> None:
+        raise AssertionError("predict_logits called for a loss without on_epoch_end")
+
+    monkeypatch.setattr("calibench.evaluation.predict_logits", fail)
+    again = run(make_spec(), tmp_path / "again", data_root)
+    assert again.history == reference.history
+    assert load_checkpoint(again.checkpoint)["loss"] == {}
