@@ -256,6 +256,11 @@ def _build(
     model = model.to(dev, memory_format=torch.channels_last)
     criterion = create_loss(spec.loss, **spec.loss_params).to(dev)
     criterion.validate_inputs = False
+    if callable(getattr(criterion, "on_epoch_end", None)) and len(dataset.val.y) == 0:
+        raise UsageError(
+            f"loss {spec.loss} updates its state on the val split after every epoch, but "
+            f"protocol {protocol.name} has no val split (val_size = 0)"
+        )
     step = TrainStep.from_protocol(model, criterion, protocol, device=dev, compile=compile)
     epochs, schedule = protocol.train.epochs, protocol.train.schedule
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -406,11 +411,6 @@ def _loss_epoch_end(run: _Run, epoch: int) -> None:
     from calibench.evaluation import predict_logits
 
     val = run.dataset.val
-    if len(val.y) == 0:
-        raise UsageError(
-            f"loss {run.spec.loss} updates its state on the val split after every epoch, but "
-            f"protocol {run.protocol.name} has no val split (val_size = 0)"
-        )
     logits = predict_logits(
         run.model, val.x, run.dataset.mean, run.dataset.std, device=run.device
     ).to(run.device)

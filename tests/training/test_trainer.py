@@ -428,3 +428,20 @@ def test_a_loss_without_the_hook_never_predicts_the_val_split(
     again = run(make_spec(), tmp_path / "again", data_root)
     assert again.history == reference.history
     assert load_checkpoint(again.checkpoint)["loss"] == {}
+
+
+def test_a_stateful_loss_without_a_val_split_is_refused_before_training(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import calibench.training.trainer as trainer
+
+    real = trainer.create_dataset
+    monkeypatch.setattr(
+        trainer, "create_dataset", lambda name, **kw: real(name, **{**kw, "val_size": 0})
+    )
+    monkeypatch.setattr(trainer, "create_loss", lambda name, **kw: ValStateLoss())
+    with pytest.raises(UsageError, match="has no val split"):
+        run(make_spec(), tmp_path / "no-val", data_root)
+    assert not (tmp_path / "no-val" / "checkpoints").exists() or not any(
+        (tmp_path / "no-val" / "checkpoints").iterdir()
+    ), "refused before any epoch"
