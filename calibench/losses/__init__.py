@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from calibench.losses import (
+    acls,
     brier,
     ce,
     confidence_penalty,
@@ -11,6 +12,7 @@ from calibench.losses import (
     iq_reference,
     label_smoothing,
     logitnorm,
+    maxsup,
     mbls,
     mdca,
     mmce,
@@ -21,6 +23,7 @@ from calibench.losses.base import CalibrationLoss, LossInputError, check_inputs
 __all__ = [
     "CalibrationLoss",
     "LossInputError",
+    "acls",
     "brier",
     "ce",
     "check_inputs",
@@ -30,6 +33,7 @@ __all__ = [
     "iq_reference",
     "label_smoothing",
     "logitnorm",
+    "maxsup",
     "mbls",
     "mdca",
     "mmce",
