@@ -1,4 +1,5 @@
-"""One generic registry for every pluggable kind: losses, backbones, datasets and OOD sets.
+"""One generic registry for every pluggable kind: losses, backbones, datasets, OOD sets and
+distribution-shift suites.
 
 Modelled on timm's ``_registry.py``: a decorator registers a factory (class or function) by name,
 ``list_*`` filters with :func:`fnmatch.fnmatchcase`, one ``create_*`` factory builds by name.
@@ -43,17 +44,20 @@ __all__ = [
     "create_dataset",
     "create_loss",
     "create_ood",
+    "create_shift",
     "get_registry",
     "list_backbones",
     "list_datasets",
     "list_losses",
     "list_ood",
+    "list_shift",
     "plugin_statuses",
     "register_backbone",
     "register_backbone_family",
     "register_dataset",
     "register_loss",
     "register_ood",
+    "register_shift",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,7 +122,13 @@ class Entry:
         return self.factory(**params)
 
 
-_SINGULAR = {"losses": "loss", "backbones": "backbone", "datasets": "dataset", "ood": "OOD set"}
+_SINGULAR = {
+    "losses": "loss",
+    "backbones": "backbone",
+    "datasets": "dataset",
+    "ood": "OOD set",
+    "shift": "shift suite",
+}
 
 
 def _singular(kind: str) -> str:
@@ -360,8 +370,9 @@ LOSSES = Registry("losses", "calibench.losses", "calibench.losses")
 BACKBONES = Registry("backbones", "calibench.backbones", "calibench.backbones")
 DATASETS = Registry("datasets", "calibench.data.datasets", "calibench.datasets")
 OOD = Registry("ood", "calibench.data.ood", "calibench.ood")
+SHIFT = Registry("shift", "calibench.data.shift", "calibench.shift")
 
-_REGISTRIES = {r.kind: r for r in (LOSSES, BACKBONES, DATASETS, OOD)}
+_REGISTRIES = {r.kind: r for r in (LOSSES, BACKBONES, DATASETS, OOD, SHIFT)}
 KINDS: tuple[str, ...] = tuple(_REGISTRIES)
 
 
@@ -392,10 +403,12 @@ register_backbone = BACKBONES.register
 register_backbone_family = BACKBONES.register_family
 register_dataset = DATASETS.register
 register_ood = OOD.register
+register_shift = SHIFT.register
 create_loss = LOSSES.create
 create_backbone = BACKBONES.create
 create_dataset = DATASETS.create
 create_ood = OOD.create
+create_shift = SHIFT.create
 
 
 def _lister(registry: Registry) -> Callable[[str], list[Entry]]:
@@ -411,3 +424,4 @@ list_losses = _lister(LOSSES)
 list_backbones = _lister(BACKBONES)
 list_datasets = _lister(DATASETS)
 list_ood = _lister(OOD)
+list_shift = _lister(SHIFT)

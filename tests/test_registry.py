@@ -128,7 +128,7 @@ def test_family_handles_prefixed_names(widgets: Registry) -> None:
 
 
 def test_get_registry_validates_kind() -> None:
-    assert set(KINDS) == {"losses", "backbones", "datasets", "ood"}
+    assert set(KINDS) == {"losses", "backbones", "datasets", "ood", "shift"}
     with pytest.raises(UnknownNameError, match=r"Did you mean 'losses'.*Valid kinds"):
         get_registry("lossez")
 

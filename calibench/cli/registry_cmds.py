@@ -30,7 +30,7 @@ def list_cmd(
     pattern: str = typer.Option("*", "--pattern", "-p", help="fnmatch pattern on names."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
 ) -> None:
-    """List registered losses, backbones, datasets or OOD sets."""
+    """List registered losses, backbones, datasets, OOD sets or shift suites."""
     if kind not in KINDS:
         raise UnknownNameError(f"unknown kind '{kind}'; valid kinds: {', '.join(KINDS)}")
     listing = get_registry(kind).entries(pattern)

@@ -12,6 +12,9 @@ dataset is looked up in this order:
 If all fail, one :class:`~calibench.errors.DataNotFoundError` lists the files looked for and how
 to provide them. Every load returns a ``provenance`` dict for the run record: the source used,
 the root, and each file's path, size and sha256 (hashing CIFAR takes about 0.1 s).
+
+The official CIFAR-10-C / CIFAR-100-C archives (:data:`SHIFT_ARCHIVES`) are fetched through
+:data:`DOWNLOADERS` too; :mod:`calibench.data.shift` looks for their files.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ DATA_ENV = "CALIBENCH_DATA"
 __all__ = [
     "DATA_ENV",
     "DOWNLOADERS",
+    "SHIFT_ARCHIVES",
+    "Archive",
     "RawData",
     "default_data_root",
     "file_info",
@@ -108,11 +113,49 @@ def _download_svhn(root: Path) -> None:
     download_url(url, str(root), filename=filename, md5=md5)
 
 
+@dataclass(frozen=True)
+class Archive:
+    """An official archive: where it is, the name it is saved under, its md5."""
+
+    url: str
+    filename: str
+    md5: str
+
+
+# The official CIFAR-10-C / CIFAR-100-C tar files (Hendrycks & Dietterich 2019) on Zenodo,
+# records 2535967 and 3555552; each extracts to CIFAR-10-C/ or CIFAR-100-C/ (19 corruption .npy
+# files and labels.npy). The md5s are those torch-uncertainty's CIFAR10C / CIFAR100C check.
+SHIFT_ARCHIVES: dict[str, Archive] = {
+    "cifar10-c": Archive(
+        "https://zenodo.org/record/2535967/files/CIFAR-10-C.tar",
+        "CIFAR-10-C.tar",
+        "56bf5dcef84df0e2308c6dcbcbbd8499",
+    ),
+    "cifar100-c": Archive(
+        "https://zenodo.org/record/3555552/files/CIFAR-100-C.tar",
+        "CIFAR-100-C.tar",
+        "11f0ed0f1191edbf9fa23466ae6021d3",
+    ),
+}
+
+
+def _download_archive(name: str, root: Path) -> None:
+    """Download ``SHIFT_ARCHIVES[name]`` into ``root``, check its md5, extract it, delete the tar."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    archive = SHIFT_ARCHIVES[name]
+    download_and_extract_archive(
+        archive.url, str(root), filename=archive.filename, md5=archive.md5, remove_finished=True
+    )
+
+
 # name -> function(root) that fetches the official files into root. Tests replace entries.
 DOWNLOADERS: dict[str, Callable[[Path], None]] = {
     "cifar10": lambda root: _download_cifar("cifar10", root),
     "cifar100": lambda root: _download_cifar("cifar100", root),
     "svhn": _download_svhn,
+    "cifar10-c": lambda root: _download_archive("cifar10-c", root),
+    "cifar100-c": lambda root: _download_archive("cifar100-c", root),
 }
 
 

@@ -1,12 +1,15 @@
-"""The dataset and OOD-set contracts, checked for every registered one (new ones are picked up).
+"""The dataset, OOD-set and shift-suite contracts, checked for every registered one (new ones are
+picked up).
 
 A dataset builds from a ``<name>.npz`` under its root (the format every built-in reads) and
 fails with one :class:`DataNotFoundError` when nothing is there and downloads are off. An OOD set
-gives uint8 NHWC 32x32 images with its provenance.
+gives uint8 NHWC 32x32 images with its provenance. A shift suite names its dataset and gives
+uint8 cells over a test split, with a JSON source.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from calibench.errors import DataNotFoundError
 
 DATASETS = list(get_registry("datasets").entries())
 OOD_SETS = list(get_registry("ood").entries())
+SHIFT_SUITES = list(get_registry("shift").entries())
 
 
 def _check_images(x: torch.Tensor) -> None:
@@ -27,11 +31,15 @@ def _check_images(x: torch.Tensor) -> None:
 PARAMETERS = {
     "datasets": {"root", "download", "val_size", "split_seed"},
     "ood": {"root", "download", "like", "seed"},
+    "shift": {"test_x", "test_y", "root", "seed", "max_images", "download"},
 }
 
 
 @pytest.mark.parametrize(
-    ("kind", "name"), [("datasets", n) for n in DATASETS] + [("ood", n) for n in OOD_SETS]
+    ("kind", "name"),
+    [("datasets", n) for n in DATASETS]
+    + [("ood", n) for n in OOD_SETS]
+    + [("shift", n) for n in SHIFT_SUITES],
 )
 def test_is_documented_and_takes_the_contract_parameters(kind: str, name: str) -> None:
     entry = get_registry(kind).get(name)
@@ -68,3 +76,18 @@ def test_ood_set_images(tmp_path: Path, writers, name: str) -> None:
     assert ood.name == name and len(ood) > 0
     _check_images(ood.x)
     assert isinstance(ood.provenance, dict) and ood.provenance
+
+
+@pytest.mark.parametrize("name", SHIFT_SUITES)
+def test_shift_suite_cells(tmp_path: Path, name: str) -> None:
+    entry = get_registry("shift").get(name)
+    num_classes = {"cifar10": 10, "cifar100": 100}.get(entry.metadata["dataset"], 10)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 256, size=(2 * num_classes, 32, 32, 3), dtype=np.uint8))
+    y = torch.arange(2 * num_classes) % num_classes
+    suite = entry.create(test_x=x, test_y=y, root=str(tmp_path), max_images=num_classes)
+    assert suite.dataset == entry.metadata["dataset"]
+    assert json.loads(json.dumps(suite.source)) == suite.source
+    cell = next(iter(suite.cells()))
+    _check_images(cell.x)
+    assert cell.x.shape[0] == len(cell.y) == num_classes
