@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from calibench.losses import (
+    adafocal,
     brier,
+    cals,
     ce,
     confidence_penalty,
     focal,
@@ -21,7 +23,9 @@ from calibench.losses.base import CalibrationLoss, LossInputError, check_inputs
 __all__ = [
     "CalibrationLoss",
     "LossInputError",
+    "adafocal",
     "brier",
+    "cals",
     "ce",
     "check_inputs",
     "confidence_penalty",
