@@ -9,7 +9,11 @@ interval from (``np.savez_compressed``, written atomically):
   overflows to inf above 65504), and ``labels`` int64 ``(N,)``;
 - ``ood_scores.npz``: one float64 ``(N_ood,)`` array per OOD set and score, key
   ``"<ood_name>.<score>"`` (``gaussian.msp``); the ID scores are not saved, they are
-  :func:`calibench.metrics.ood_scores` of the test predictive logits.
+  :func:`calibench.metrics.ood_scores` of the test predictive logits;
+- ``loss_state.json`` (only for a loss with state, one that defines ``on_epoch_end``): the
+  loss's readable state after every epoch, a JSON list of ``{"epoch": e, <buffer>: value,
+  ...}`` (:func:`calibench.losses.base.loss_state`); the record keeps the last one under
+  ``loss_state.final``.
 
 The record's fields are described by the JSON Schema ``calibench/record.schema.json`` shipped in
 the package (schema version :data:`SCHEMA_VERSION`). Writes are atomic: a temporary file in the
@@ -35,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from calibench.atomic import atomic_write, atomic_write_bytes
+from calibench.atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from calibench.errors import RecordError, UsageError
 from calibench.provenance import code_info, env_info
 from calibench.spec import RunSpec
@@ -43,6 +47,7 @@ from calibench.status import RecordStatus
 from calibench.util import to_jsonable, utc_now
 
 __all__ = [
+    "LOSS_STATE_FILENAME",
     "OOD_SCORES_FILENAME",
     "PREDICTIONS_FILENAME",
     "RECORD_FILENAME",
@@ -57,6 +62,7 @@ __all__ = [
     "load_predictions",
     "load_record",
     "record_schema",
+    "save_loss_state",
     "save_ood_scores",
     "save_predictions",
     "validate_record",
@@ -67,6 +73,7 @@ SCHEMA_VERSION = 2
 RECORD_FILENAME = "record.json"
 PREDICTIONS_FILENAME = "test_predictions.npz"
 OOD_SCORES_FILENAME = "ood_scores.npz"
+LOSS_STATE_FILENAME = "loss_state.json"
 STATUSES = tuple(s.value for s in RecordStatus)
 MAX_RECORD_BYTES = 16 * 2**20
 
@@ -165,6 +172,8 @@ def build_record(
     artifacts: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
     history: Sequence[float] | None = None,
+    training: Mapping[str, Any] | None = None,
+    loss_state: Mapping[str, Any] | None = None,
     code: Mapping[str, Any] | None = None,
     env: Mapping[str, Any] | None = None,
     created_at: str | None = None,
@@ -179,7 +188,10 @@ def build_record(
     to the loss registry entry's ``source.as_dict()``; ``code`` / ``env`` to :func:`code_info` /
     :func:`env_info` (``device`` names the accelerator); ``timing`` holds ``train_seconds`` and
     ``img_per_s`` (null when unknown); ``data`` the dataset's provenance; ``history`` the
-    per-epoch training loss. ``artifacts`` names files beside the record, relative to its
+    per-epoch training loss. ``training`` (given for a run that trained) is
+    ``{"val_used_in_training": bool}`` and brings the ``loss_state`` field with it: ``{"final":
+    {...}, "history": save_loss_state(...)}`` for a loss with state, null for a stateless one
+    (records written before these fields have neither). ``artifacts`` names files beside the record, relative to its
     folder: ``{"predictions": save_predictions(...), "ood_scores": save_ood_scores(...) or None,
     "plots": {"reliability": "reliability.png"}}``.
     A ``diverged`` or ``failed`` run needs a ``reason``. Raises :class:`RecordError` if the
@@ -224,6 +236,11 @@ def build_record(
         record["data"] = dict(data)
     if history is not None:
         record["history"] = list(history)
+    if training is not None:
+        record["training"] = dict(training)
+        record["loss_state"] = loss_state
+    elif loss_state is not None:
+        raise RecordError("a record with a loss_state needs training (how the val split was used)")
     record = _clean(record, "record")
     validate_record(record)
     return record
@@ -365,6 +382,15 @@ class Predictions:
 
     logits: np.ndarray
     labels: np.ndarray
+
+
+def save_loss_state(run_dir: str | os.PathLike[str], history: Sequence[Mapping[str, Any]]) -> str:
+    """Write the loss's state history (one JSON object per epoch) to ``loss_state.json``,
+    atomically, beside the record. Returns the file name for the record's ``loss_state.history``.
+    """
+    payload = _clean([dict(entry) for entry in history], "loss state history")
+    atomic_write_json(Path(run_dir) / LOSS_STATE_FILENAME, payload, allow_nan=False)
+    return LOSS_STATE_FILENAME
 
 
 def save_predictions(run_dir: str | os.PathLike[str], logits: Any, labels: Any) -> str:

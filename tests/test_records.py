@@ -215,6 +215,35 @@ def test_build_record_states_the_conventions_and_both_artifacts():
     assert record(artifacts=arts)["artifacts"] == {**arts, "plots": {}}
 
 
+def test_loss_state_and_training_round_trip_and_older_records_without_them_validate(tmp_path):
+    history = [
+        {"epoch": 1, "gammas": [1.5, -0.2], "bin_edges": [0.1, 0.5, 0.9]},
+        {"epoch": 2, "gammas": [2.0, float("nan")], "bin_edges": [0.2, 0.6, 1.0]},
+    ]
+    name = records.save_loss_state(tmp_path / "run", history)
+    saved = json.loads((tmp_path / "run" / name).read_text())
+    assert name == records.LOSS_STATE_FILENAME and [h["epoch"] for h in saved] == [1, 2]
+    assert saved[1]["gammas"] == [2.0, None]  # plain JSON: non-finite values are null
+    final = {"gammas": [2.0, None], "bin_edges": [0.2, 0.6, 1.0]}
+    rec = record(
+        training={"val_used_in_training": True}, loss_state={"final": final, "history": name}
+    )
+    assert rec["loss_state"] == {"final": final, "history": "loss_state.json"}
+    assert load_record(write_record(tmp_path / "run", rec)) == rec
+    stateless = record(training={"val_used_in_training": False})
+    assert (
+        stateless["loss_state"] is None and stateless["training"]["val_used_in_training"] is False
+    )
+    older = record()  # written before these fields: neither key, still schema version 2
+    assert "loss_state" not in older and "training" not in older
+    validate_record(older)
+    with pytest.raises(RecordError, match="needs training"):
+        record(loss_state={"final": final, "history": name})
+    for bad in ({"final": final, "history": "../x.json"}, {"final": final}, [1, 2]):
+        with pytest.raises(RecordError, match="loss_state"):
+            record(training={"val_used_in_training": True}, loss_state=bad)
+
+
 def test_predictions_round_trip_exactly_as_float32(tmp_path):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 10)).astype(np.float32) * 30

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from calibench.losses import (
     acls,
+    adafocal,
     brier,
+    cals,
     ce,
     confidence_penalty,
     focal,
@@ -24,7 +26,9 @@ __all__ = [
     "CalibrationLoss",
     "LossInputError",
     "acls",
+    "adafocal",
     "brier",
+    "cals",
     "ce",
     "check_inputs",
     "confidence_penalty",

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from calibench.errors import LossInputError, UsageError
+from calibench.util import to_jsonable
 
 
 def check_inputs(logits: torch.Tensor, targets: torch.Tensor, *, values: bool = True) -> None:
@@ -91,6 +93,28 @@ def check_param(
         op = ">" if strict else ">="
         raise UsageError(f"parameter {name} must be {op} {low}, got {value}")
     return value
+
+
+def check_int_param(name: str, value: int, *, low: int) -> int:
+    """Validate an integer loss parameter (not a bool, not a float): ``value >= low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"parameter {name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise UsageError(f"parameter {name} must be an integer >= {low}, got {value}")
+    return value
+
+
+def loss_state(loss: nn.Module) -> dict[str, Any]:
+    """The readable form of ``loss.state_dict()``: every tensor as ``tensor.tolist()``.
+
+    ``{}`` for a stateless loss. Non-finite floats become ``None`` so the result is plain JSON
+    (it goes into the run's record and ``loss_state.json``).
+    """
+    state = {
+        key: value.tolist() if isinstance(value, torch.Tensor) else value
+        for key, value in loss.state_dict().items()
+    }
+    return to_jsonable(state, where="loss state")
 
 
 def predictive_logits_of(loss: nn.Module, logits: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ leaving the latest checkpoints in place for the next attempt.
 
 :func:`train_and_record` is the one seam to the training and evaluation code (imported lazily,
 so planning a sweep imports no torch): train (resuming) -> evaluate with the protocol's eval
-settings -> save the predictions and OOD scores -> write ``record.json``.
+settings -> save the predictions and OOD scores (and, for a loss with state, its state after
+every epoch in ``loss_state.json``) -> write ``record.json``.
 """
 
 from __future__ import annotations
@@ -257,17 +258,28 @@ def train_and_record(
     Returns the run's outcome without ``seconds`` (the caller times the whole attempt).
     """
     from calibench import records
+    from calibench.losses.base import loss_state
     from calibench.training.trainer import train
 
     result = train(
         spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
     )
+    stateful = callable(getattr(result.loss, "on_epoch_end", None))
     common = {
         "epoch": result.epoch,
         "history": result.history,
         "timing": result.timing,
         "device": "cpu" if result.device.startswith("cpu") else None,  # None: the GPU's name
         "data": result.dataset.provenance,
+        "training": {"val_used_in_training": stateful},
+        "loss_state": (
+            {
+                "final": loss_state(result.loss),
+                "history": records.save_loss_state(directory, result.loss_history),
+            }
+            if stateful
+            else None
+        ),
     }
     outcome = RunOutcome(
         directory.name,
@@ -300,7 +312,10 @@ def train_and_record(
         spec,
         status=RecordStatus.COMPLETED,
         metrics=record_metrics(evaluation.metrics, result.protocol.eval.temperature_scaling),
-        conventions=evaluation.conventions,
+        conventions={
+            **evaluation.conventions,
+            "val_split": val_split_convention(stateful, evaluation.conventions),
+        },
         artifacts=artifacts,
         **common,
     )
@@ -339,6 +354,21 @@ def _evaluate(result: Any, spec: RunSpec, directory: Path, data_root: Path | str
         batch_size=settings.batch_size,
         plots_dir=directory,
     )
+
+
+def val_split_convention(stateful_loss: bool, conventions: dict[str, Any]) -> str:
+    """What the val split was used for, in the record's ``conventions.val_split``."""
+    uses = []
+    if stateful_loss:
+        uses.append(
+            "by the loss's on_epoch_end after every epoch (its predictive logits, model in eval "
+            "mode, no gradient)"
+        )
+    if conventions.get("ts_fit_split") == "val":
+        uses.append("to fit the temperature")
+    uses.append("for the val metrics")
+    training = "used in training" if stateful_loss else "not used in training"
+    return f"{training}; used " + ", ".join(uses)
 
 
 def record_metrics(metrics: dict[str, Any], temperature_scaling: bool = True) -> dict[str, Any]:

@@ -31,7 +31,12 @@ that epoch; it is returned, not raised, and the last good checkpoint is kept.
 A loss may keep state (buffers, so ``state_dict()`` carries them) and define
 ``on_epoch_end(epoch, val_predictive_logits, val_labels)``; only for such a loss, after every
 epoch, the model predicts the validation split in eval mode without gradient and the hook gets
-the loss's predictive logits (float32, on the run's device) and the int64 labels.
+the loss's predictive logits (float32, on the run's device) and the int64 labels. After each
+call the readable state (:func:`~calibench.losses.base.loss_state`) is appended, with its
+epoch, to the run's loss history (``TrainResult.loss_history``, kept in every checkpoint). A
+buffer that is empty when the loss is built may be sized on first use (``cals`` keeps one
+multiplier per class): a checkpoint's loss state is checked against the fresh loss's buffer
+names and the shapes of its non-empty buffers.
 
 Every epoch ends with an atomic checkpoint in ``run_dir/checkpoints/`` (model, optimizer,
 scheduler, the loss's ``state_dict()``, every RNG state, the loader's seed and next epoch, the
@@ -58,7 +63,7 @@ from torch import nn
 from calibench.data.datasets import ImageDataset
 from calibench.data.pipeline import DeviceLoader
 from calibench.errors import ProtocolError, UsageError
-from calibench.losses.base import CalibrationLoss, predictive_logits_of
+from calibench.losses.base import CalibrationLoss, loss_state, predictive_logits_of
 from calibench.protocols import OVERRIDES, Protocol, load_protocol
 from calibench.registry import create_backbone, create_dataset, create_loss
 from calibench.spec import RunSpec, canonical_json
@@ -93,7 +98,8 @@ class TrainResult:
     epoch trained, non-finite ones when diverged; ``checkpoint`` is the newest good checkpoint.
     ``timing``: ``train_seconds`` and ``img_per_s`` of this call, ``train_seconds_total`` over
     all calls of a resumed run. ``precision`` is the one used (``"fp32"`` on CPU even when the
-    protocol says ``bf16``).
+    protocol says ``bf16``). ``loss_history`` holds, for a loss that defines ``on_epoch_end``,
+    ``{"epoch": e, **loss_state(loss)}`` after each epoch's update (empty for other losses).
     """
 
     status: RecordStatus
@@ -109,6 +115,7 @@ class TrainResult:
     checkpoint: Path | None
     resumed_from: int = 0
     diverged_loss: float | None = None
+    loss_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -237,6 +244,7 @@ class _Run:
     checkpoints: Path
     start: int = 0  # epochs done before this call
     history: list[float] = field(default_factory=list)
+    loss_history: list[dict[str, Any]] = field(default_factory=list)
     seconds_before: float = 0.0  # training seconds of earlier calls
     checkpoint: Path | None = None  # the newest good checkpoint
 
@@ -290,6 +298,7 @@ def _resume(run: _Run) -> None:
     run.scheduler.load_state_dict(state["scheduler"])
     restore_rng_state(state["rng"])
     run.history = [float(v) for v in state["history"]]
+    run.loss_history = list(state.get("loss_history", []))
     run.start = state["epoch"]
     run.seconds_before = float(state.get("train_seconds_total", 0.0))
 
@@ -300,6 +309,7 @@ def _checker(run: _Run) -> Callable[[dict[str, Any]], None]:
     shapes = {k: tuple(v.shape) for k, v in run.model.state_dict().items()}
     n_params = [len(g["params"]) for g in run.step.optimizer.param_groups]
     loss_shapes = {k: tuple(v.shape) for k, v in run.criterion.state_dict().items()}
+    sized_later = {k for k, shape in loss_shapes.items() if math.prod(shape) == 0 and shape}
 
     def check(state: dict[str, Any]) -> None:
         try:
@@ -328,7 +338,11 @@ def _checker(run: _Run) -> Callable[[dict[str, Any]], None]:
             and all(isinstance(v, torch.Tensor) for v in loss_state.values())
             else None
         )
-        if got_loss != loss_shapes:
+        if (
+            got_loss is None
+            or got_loss.keys() != loss_shapes.keys()
+            or any(got_loss[k] != v for k, v in loss_shapes.items() if k not in sized_later)
+        ):
             raise CheckpointError("its loss state does not match the loss's buffers")
 
     return check
@@ -384,6 +398,7 @@ def _train_epochs(run: _Run, callback: TrainCallback) -> TrainResult:
         checkpoint=run.checkpoint,
         resumed_from=run.start,
         diverged_loss=diverged_loss,
+        loss_history=run.loss_history,
     )
 
 
@@ -417,6 +432,7 @@ def _loss_epoch_end(run: _Run, epoch: int) -> None:
     with torch.no_grad():
         val_s = predictive_logits_of(run.criterion, logits).float()
         hook(epoch, val_s, val.y.to(run.device, torch.int64))
+    run.loss_history.append({"epoch": epoch, **loss_state(run.criterion)})
 
 
 def _save(run: _Run, epoch: int, seconds_total: float) -> Path:
@@ -432,6 +448,7 @@ def _save(run: _Run, epoch: int, seconds_total: float) -> Path:
             "rng": capture_rng_state(),
             "loader": {"seed": run.spec.seed, "epoch": epoch},
             "history": list(run.history),
+            "loss_history": list(run.loss_history),
             "spec": run.spec.to_dict(),
             "protocol": run.protocol.label,
             "precision": run.step.precision,

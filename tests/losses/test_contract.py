@@ -44,7 +44,7 @@ def test_every_issue_loss_is_registered() -> None:
         "ce", "ls", "focal", "flsd53", "brier", "mmce", "logitnorm", "mdca", "dual-focal",
         "poly1", "confidence-penalty", "iq-tv", "iq-chi2", "iq-rkl", "iq-fkl", "iq-hellinger",
         "iq-js", "iq-ref-chi", "iq-ref-hellinger", "iq-ref-js", "iq-ref-klfix", "mmce-unweighted",
-        "mbls",
+        "mbls", "adafocal", "cals", "acls", "maxsup",
     }  # fmt: skip
     assert expected <= set(LOSS_NAMES)
     for name in expected:

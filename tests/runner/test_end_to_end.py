@@ -107,6 +107,14 @@ def test_worker_processes_match_in_process_runs(reference, shared_data_dir, tmp_
         assert comparable(tmp_path, spec) == comparable(ref_dir, spec)
 
 
+def test_a_stateless_loss_records_no_loss_state_and_an_unused_val_split(reference) -> None:
+    ref_dir, specs = reference
+    record = load_record(run_dir(ref_dir, specs[0]))
+    assert record["loss_state"] is None and record["training"] == {"val_used_in_training": False}
+    assert record["conventions"]["val_split"].startswith("not used in training")
+    assert not (run_dir(ref_dir, specs[0]) / "loss_state.json").exists()
+
+
 def test_sweep_killed_with_sigkill_then_rerun_loses_and_duplicates_nothing(
     reference, shared_data_dir, tmp_path
 ) -> None:

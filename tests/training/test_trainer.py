@@ -416,6 +416,15 @@ def test_a_stateful_loss_is_updated_each_epoch_checkpointed_and_restored(
     assert_same_weights(made[-1].state_dict(), loss.state_dict())
     assert_same_weights(resumed.model.state_dict(), full.model.state_dict())
     assert resumed.history == full.history
+    # the readable state after each epoch, kept in the checkpoints and restored on resume
+    assert [h["epoch"] for h in full.loss_history] == [1, 2]
+    assert full.loss_history[1] == {
+        "epoch": 2,
+        "epochs_seen": 2,
+        "val_mean": loss.val_mean.tolist(),
+    }
+    assert first["loss_history"] == full.loss_history[:1]
+    assert resumed.loss_history == full.loss_history
 
 
 def test_a_loss_without_the_hook_never_predicts_the_val_split(
@@ -428,6 +437,7 @@ def test_a_loss_without_the_hook_never_predicts_the_val_split(
     again = run(make_spec(), tmp_path / "again", data_root)
     assert again.history == reference.history
     assert load_checkpoint(again.checkpoint)["loss"] == {}
+    assert again.loss_history == [] and load_checkpoint(again.checkpoint)["loss_history"] == []
 
 
 def test_a_stateful_loss_without_a_val_split_is_refused_before_training(
