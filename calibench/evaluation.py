@@ -10,6 +10,10 @@ distribution: the calibration metrics (:func:`calibench.metrics.logit_metrics`),
 scaling ``softmax(s / T)`` (:func:`calibench.metrics.fit_temperature`) and the OOD scores
 (:func:`calibench.metrics.ood_scores`), all in float64. So the leaderboard, which reads only the
 saved files, recomputes the record's test metrics bit for bit.
+
+With a shift suite (:mod:`calibench.data.shift`), :func:`evaluate_shift` adds the grid of
+accuracy, ECE, AdaECE and NLL per (corruption, severity), before and after temperature scaling
+with the clean val split's T (:data:`SHIFT_CONVENTION`); it is kept only in the record.
 """
 
 from __future__ import annotations

@@ -167,9 +167,8 @@ def _shift_line(board: Leaderboard) -> str | None:
     shifts = [s for s in shifts if s]
     suites = ", ".join(sorted({s["suite"] for s in shifts})) or "no grid"
     kinds = sorted({str(s["source"].get("kind")) for s in shifts})
-    images = "; ".join(
-        "official files" if k == "official" else f"{k} images, {GENERATED_NOTE}" for k in kinds
-    )
+    names = {"official": "the official files", "generated": f"images {GENERATED_NOTE}"}
+    images = "; ".join(names.get(k, f"{k} images") for k in kinds)
     note = SHIFT_NOTE.format(suites=suites, images=images or "none")
     return note + (SHIFT_INTERVAL_NOTE if board.n_boot else "")
 
