@@ -10,14 +10,19 @@ distribution: the calibration metrics (:func:`calibench.metrics.logit_metrics`),
 scaling ``softmax(s / T)`` (:func:`calibench.metrics.fit_temperature`) and the OOD scores
 (:func:`calibench.metrics.ood_scores`), all in float64. So the leaderboard, which reads only the
 saved files, recomputes the record's test metrics bit for bit.
+
+With a shift suite (:mod:`calibench.data.shift`), :func:`evaluate_shift` adds the grid of
+accuracy, ECE, AdaECE and NLL per (corruption, severity), before and after temperature scaling
+with the clean val split's T (:data:`SHIFT_CONVENTION`); it is kept only in the record.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -34,19 +39,54 @@ from calibench.metrics import (
 )
 from calibench.metrics import ood_scores as compute_ood_scores
 from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
+from calibench.metrics.calibration import (
+    adaptive_ece,
+    binned_ece,
+    check_logits_labels,
+    check_n_bins,
+    top_label,
+)
+
+if TYPE_CHECKING:
+    from calibench.data.shift import ShiftSuite
 
 __all__ = [
     "CONVENTIONS",
+    "SHIFT_CONVENTION",
+    "SHIFT_KEYS",
     "Evaluation",
     "NonFiniteLogitsError",
     "NonFinitePredictiveLogitsError",
     "evaluate",
+    "evaluate_shift",
     "predict_logits",
     "predictive_logits",
+    "shift_cell_metrics",
 ]
 
 #: Largest inference batch on CPU (see :func:`predict_logits`).
 CPU_EVAL_BATCH = 128
+#: Images of a shift suite sent to :func:`predict_logits` at once (cells concatenated): 150 MB
+#: of uint8 on the device, so the full CIFAR-10-C grid (750,000 images) takes 15 calls.
+SHIFT_CHUNK_IMAGES = 50_000
+#: The metrics of each (corruption, severity) cell; ``<key>_ts`` after temperature scaling.
+SHIFT_KEYS: tuple[str, ...] = ("acc", "ece", "adaece", "nll")
+
+SHIFT_CONVENTION = (
+    "distribution shift (Hendrycks & Dietterich 2019 corruptions x severities 1-5 of the test "
+    "split; Ovadia et al. 2019's protocol): per (corruption, severity) cell, acc, ece, adaece "
+    "and nll of the predictive logits s, as for the test split, and acc_ts, ece_ts, adaece_ts, "
+    "nll_ts of s / T with T the temperature fitted on the clean val split (null without one); "
+    "every run of a protocol sees the same images: the same class-stratified subset of the test "
+    "split in every cell (max_images per cell, null = all) and, for a generated suite, the same "
+    "generator seed (a fixed protocol-level value, not the run seed). source.kind 'official' = "
+    "the published .npy files (with their hashes); 'generated' = made by calibench from the "
+    "test split, NOT the official files, so not comparable with numbers on the official files. "
+    "summary.by_severity: the mean over corruptions of each cell metric; summary.mean: the mean "
+    "over every cell"
+)
+"""What the record's ``metrics.shift`` holds; added to the conventions of a run evaluated on a
+shift suite."""
 
 CONVENTIONS: dict[str, Any] = {
     "predictive_logits": "s = loss.predictive_logits(z) (calibench.losses.base."
@@ -104,6 +144,9 @@ class Evaluation:
       scores of each OOD set (the ID scores are ``ood_scores(test_predictive_logits)``).
     - ``plots``: ``{"reliability": path, "ood_<name>": path, ...}`` as strings; ``{}`` without
       ``plots_dir``.
+
+    With a shift suite, ``metrics["shift"]`` is :func:`evaluate_shift`'s dict and
+    ``conventions["shift"]`` is :data:`SHIFT_CONVENTION`.
     """
 
     metrics: dict[str, Any]
@@ -195,6 +238,7 @@ def evaluate(
     batch_size: int = 1000,
     ood_scores: Sequence[str] = ("msp", "energy", "maxlogit"),
     plots_dir: str | Path | None = None,
+    shift: ShiftSuite | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` with ``loss``'s predictive logits; see :class:`Evaluation`.
 
@@ -203,8 +247,9 @@ def evaluate(
     :class:`~calibench.data.ood.OODSet` (or a mapping name -> set). Temperature scaling divides
     the predictive logits and is fitted on val (:func:`calibench.metrics.fit_temperature`).
     With ``plots_dir``, writes ``reliability.png`` (test), ``reliability_ts.png`` (test after
-    TS) and ``ood_<name>.png``. Raises :class:`NonFiniteLogitsError` if the model outputs
-    NaN/inf.
+    TS) and ``ood_<name>.png``. ``shift``: a :class:`~calibench.data.shift.ShiftSuite`
+    evaluated cell by cell with the val temperature (:func:`evaluate_shift`). Raises
+    :class:`NonFiniteLogitsError` if the model outputs NaN/inf.
     """
     score_names = list(ood_scores)
     unknown = [s for s in score_names if s not in SCORES]
@@ -238,6 +283,19 @@ def evaluate(
     else:
         metrics["test_ts"] = None
 
+    if shift is not None:
+        metrics["shift"] = evaluate_shift(
+            model,
+            loss,
+            shift,
+            mean=mean,
+            std=std,
+            device=device,
+            temperature=temperature,
+            n_bins=n_bins,
+            batch_size=batch_size,
+        )
+
     id_scores = compute_ood_scores(test_s, score_names)
     metrics["ood"] = {}
     ood_raw: dict[str, dict[str, Tensor]] = {}
@@ -265,8 +323,124 @@ def evaluate(
         "n_bins": n_bins,
         "ood_scores": score_names,
         "ts_fit_split": "val" if temperature is not None else None,
+        **({"shift": SHIFT_CONVENTION} if shift is not None else {}),
     }
     return Evaluation(metrics, test_s, test_labels, conventions, ood_raw, plots)
+
+
+def shift_cell_metrics(logits: Tensor, labels: Tensor, n_bins: int = 15) -> dict[str, float]:
+    """``acc``, ``ece``, ``adaece``, ``nll`` of predictive ``logits``: the values
+    :func:`~calibench.metrics.logit_metrics` gives for these keys, by the same functions, without
+    the metrics a shift cell does not record (cwECE, smECE, Brier)."""
+    check_n_bins(n_bins)
+    s, y = check_logits_labels(logits, labels)
+    nll = float(torch.nn.functional.cross_entropy(s, y))
+    conf, correct = top_label(torch.softmax(s, dim=1), y)
+    return {
+        "acc": float(correct.mean()),
+        "ece": binned_ece(conf, correct, n_bins),
+        "adaece": adaptive_ece(conf, correct, n_bins),
+        "nll": nll,
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    if not values or any(v is None for v in values):
+        return None
+    return math.fsum(values) / len(values)  # type: ignore[arg-type]
+
+
+def _summary(grid: dict[str, dict[str, dict[str, float | None]]]) -> dict[str, Any]:
+    cells = [cell for per in grid.values() for cell in per.values()]
+    keys = list(cells[0]) if cells else []
+    severities = sorted({s for per in grid.values() for s in per}, key=int)
+    return {
+        "by_severity": {
+            s: {k: _mean([per[s][k] for per in grid.values() if s in per]) for k in keys}
+            for s in severities
+        },
+        "mean": {k: _mean([cell[k] for cell in cells]) for k in keys},
+    }
+
+
+def evaluate_shift(
+    model: nn.Module,
+    loss: nn.Module,
+    suite: ShiftSuite,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str,
+    temperature: float | None,
+    n_bins: int = 15,
+    batch_size: int = 1000,
+    chunk_images: int = SHIFT_CHUNK_IMAGES,
+) -> dict[str, Any]:
+    """The shift grid of ``suite``: per cell, :data:`SHIFT_KEYS` before and after TS.
+
+    Cells are concatenated into chunks of at least ``chunk_images`` images (a cell is never
+    split), each chunk goes through :func:`predict_logits` at once, and each cell's predictive
+    logits ``s`` give :func:`shift_cell_metrics` of ``s`` and of ``s / temperature`` (the
+    ``_ts`` keys; ``None`` when ``temperature`` is ``None``). Returns (JSON-able)::
+
+        {"suite": name, "source": suite.source, "max_images": suite.max_images,
+         "n_images": images per cell, "corruptions": [...], "severities": [...],
+         "grid": {corruption: {"<severity>": {acc, ece, adaece, nll, acc_ts, ...}}},
+         "summary": {"by_severity": {"<severity>": {mean over corruptions}},
+                     "mean": {mean over every cell}}}
+    """
+    grid: dict[str, dict[str, dict[str, float | None]]] = {}
+    pending: list[Any] = []
+    sizes: set[int] = set()
+
+    def flush() -> None:
+        if not pending:
+            return
+        x = torch.cat([cell.x for cell in pending]) if len(pending) > 1 else pending[0].x
+        name = f"shift suite {suite.name}"
+        logits = predict_logits(model, x, mean, std, device=device, batch_size=batch_size)
+        _check_finite(name, logits)
+        s_all = predictive_logits(loss, logits, name)
+        start = 0
+        for cell in pending:
+            n = int(cell.x.shape[0])
+            s, y = s_all[start : start + n], cell.y.detach().cpu().to(torch.int64)
+            start += n
+            values: dict[str, float | None] = dict(shift_cell_metrics(s, y, n_bins))
+            if temperature is not None:
+                scaled = shift_cell_metrics(s.double() / temperature, y, n_bins)
+            else:
+                scaled = dict.fromkeys(SHIFT_KEYS)
+            values.update({f"{k}_ts": scaled[k] for k in SHIFT_KEYS})
+            grid.setdefault(cell.corruption, {})[str(cell.severity)] = values
+        pending.clear()
+
+    queued = 0
+    for cell in suite.cells():
+        if cell.x.shape[0] != cell.y.shape[0]:
+            raise UsageError(
+                f"shift suite {suite.name}: cell {cell.corruption} severity {cell.severity} has "
+                f"{cell.x.shape[0]} images and {cell.y.shape[0]} labels"
+            )
+        sizes.add(int(cell.x.shape[0]))
+        pending.append(cell)
+        queued += int(cell.x.shape[0])
+        if queued >= chunk_images:
+            flush()
+            queued = 0
+    flush()
+    if not grid:
+        raise UsageError(f"shift suite {suite.name} has no cells")
+    return {
+        "suite": suite.name,
+        "source": dict(suite.source),
+        "max_images": suite.max_images,
+        "n_images": sizes.pop() if len(sizes) == 1 else None,
+        "corruptions": list(suite.corruptions),
+        "severities": [int(s) for s in suite.severities],
+        "grid": grid,
+        "summary": _summary(grid),
+    }
 
 
 def _draw(

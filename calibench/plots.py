@@ -1,21 +1,23 @@
-"""Per-run figures (PNG): a reliability diagram with a confidence histogram, and OOD score histograms.
+"""Figures (PNG): per run, a reliability diagram with a confidence histogram and OOD score
+histograms; per leaderboard, ECE against the severity of distribution shift.
 
 matplotlib (Agg backend) and torch-uncertainty's plotting are imported only when a figure is drawn.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from calibench.atomic import atomic_write
+from calibench.atomic import atomic_write, atomic_write_bytes
 
-__all__ = ["ood_histogram", "reliability_diagram"]
+__all__ = ["ood_histogram", "reliability_diagram", "shift_severity_plot", "shift_severity_png"]
 
 
 def _pyplot() -> Any:
@@ -152,3 +154,49 @@ def ood_histogram(
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+ShiftCurves = Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]]
+"""``{section title: {loss: {"severities": [0, 1, ...], "ece": [...], "ece_ts": [...]}}}``, as
+:func:`calibench.leaderboard.aggregate.shift_severity_curves` returns them (fractions)."""
+
+
+def shift_severity_png(curves: ShiftCurves) -> bytes:
+    """ECE (left) and ECE after TS (right) against the shift severity, one line per loss, one row
+    of panels per section, as a PNG; severity 0 is the clean test split (Ovadia et al. 2019's
+    figures of calibration under growing corruption)."""
+    plt = _pyplot()
+    sections = list(curves)
+    fig, axes = plt.subplots(
+        max(len(sections), 1), 2, figsize=(10, 3.6 * max(len(sections), 1)), dpi=110, squeeze=False
+    )
+    try:
+        for row, section in zip(axes, sections, strict=False):
+            for ax, key, label in zip(
+                row, ("ece", "ece_ts"), ("ECE", "ECE after TS (clean-val T)"), strict=True
+            ):
+                for loss, curve in curves[section].items():
+                    ys = [100.0 * v for v in curve[key]]
+                    ax.plot(curve["severities"], ys, marker="o", lw=1.5, ms=4, label=loss)
+                ax.set_title(f"{section}: {label}", fontsize="medium")
+                ax.set_xlabel("corruption severity (0 = clean test split)")
+                ax.set_ylabel(f"{label.split(' (')[0]} % (mean over corruptions)")
+                ax.set_xticks(
+                    sorted({x for c in curves[section].values() for x in c["severities"]})
+                )
+                ax.grid(True, alpha=0.3, linestyle="--")
+                ax.legend(fontsize="small")
+        if not sections:
+            for ax in axes[0]:
+                ax.text(0.5, 0.5, "no shift grid", ha="center", va="center")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def shift_severity_plot(curves: ShiftCurves, path: str | Path) -> Path:
+    """Write :func:`shift_severity_png` to ``path`` atomically; return the path."""
+    return atomic_write_bytes(path, shift_severity_png(curves))

@@ -249,7 +249,14 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class EvalSection:
-    """``[eval]``: evaluation batch size, ECE bins, OOD sets, temperature scaling, size cap."""
+    """``[eval]``: evaluation batch size, ECE bins, OOD sets, temperature scaling, size cap, and
+    the distribution-shift suites with their per-cell image cap (optional, default: none).
+
+    ``shift`` lists shift suites (CIFAR-10-C style: corruptions x severities of the test split,
+    :mod:`calibench.data.shift`); a run evaluates the suite named ``<its dataset>-c`` if listed
+    (a CIFAR-100 run of a protocol listing only ``cifar10-c`` evaluates none).
+    ``shift_max_images`` caps the images per (corruption, severity) cell, 0 = every image.
+    """
 
     batch_size: int = _key(_at_least(1))
     ece_bins: int = _key(_at_least(1))
@@ -257,6 +264,16 @@ class EvalSection:
     temperature_scaling: bool = _key()
     # 0 = every image; else evaluate at most this many per test / OOD set
     max_images: int = _key(_at_least(0))
+    # shift suites (registry kind "shift", e.g. "cifar10-c"); a run evaluates the one of its
+    # dataset, "<dataset>-c"; none listed = no shift evaluation
+    shift: tuple[str, ...] = _key(_registry_names, default=())
+    # 0 = the full grid; else at most this many images per (corruption, severity): the same
+    # class-stratified subset of the test split in every cell
+    shift_max_images: int = _key(_at_least(0), default=0)
+
+    def __post_init__(self) -> None:
+        if self.shift_max_images and not self.shift:
+            raise ProtocolError("'eval.shift_max_images' applies only with 'eval.shift' suites")
 
 
 # -- the protocol -----------------------------------------------------------------------------
@@ -517,7 +534,7 @@ def _hash(protocol: Protocol) -> str:
     for dotted, default in DEFAULTS.items():
         *parents, leaf = dotted.split(".")
         table = _get(content, parents)
-        if table[leaf] == default:
+        if table[leaf] == (list(default) if isinstance(default, tuple) else default):
             del table[leaf]
     return "sha256:" + hashlib.sha256(canonical_json(content).encode()).hexdigest()
 

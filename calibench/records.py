@@ -183,7 +183,9 @@ def build_record(
     ``metrics`` has the shape of :class:`calibench.evaluation.Evaluation`'s ``metrics``:
     ``{"val": {...}, "test": {"acc", "ece", "adaece", "cwece", "smece", "nll", "brier"},
     "test_ts": {"temperature", ...} | None, "ood": {set: {score: {"auroc", "aupr_in",
-    "aupr_out", "fpr95"}}}}``, every value a fraction; non-finite values become null. Pass the
+    "aupr_out", "fpr95"}}}, "shift": {...}}`` (``shift`` optional: the grid of
+    :func:`calibench.evaluation.evaluate_shift`), every value a fraction; non-finite values
+    become null. Pass the
     evaluation's ``conventions`` (``{}`` for a run that was not evaluated). ``loss_source`` defaults
     to the loss registry entry's ``source.as_dict()``; ``code`` / ``env`` to :func:`code_info` /
     :func:`env_info` (``device`` names the accelerator); ``timing`` holds ``train_seconds`` and

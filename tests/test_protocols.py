@@ -37,6 +37,10 @@ else:  # pragma: no cover
 SHIPPED = ("fast", "smoke", "standard")
 DEFAULTS_TRAIN = {"loss_reduction": "mean"}
 SMOKE_V1_HASH = "sha256:89e9f05755cf36348a2ad3d41bda444ee999ad98f6d2820d9843c57799ae970a"
+SMOKE_V1_DESCRIPTION = """A plumbing check, not a benchmark: 2 epochs on a class-stratified \
+2,000-image subset of the training split, cosine schedule, the `standard` optimizer and \
+augmentation; evaluation on at most 1,000 test images and the offline noise OOD sets. Sized so \
+that resnet20 trains and evaluates in about a minute on 2 CPU cores."""
 
 # `standard` v1 exactly as published (before `train.loss_reduction` existed). Records made with
 # it name this hash, so it must keep loading with it.
@@ -169,7 +173,7 @@ def test_to_dict_is_the_file_format(name: str) -> None:
 def test_standard_is_mukhoti_2020() -> None:
     p = load_protocol("standard")
     t = p.train
-    assert p.label == "standard@v2"
+    assert p.label == "standard@v3"
     assert (t.loss_reduction, t.grad_clip) == ("sum", 2.0)  # their train_utils.py
     assert (t.epochs, t.batch_size) == (350, 128)
     assert (t.optimizer.name, t.optimizer.lr, t.optimizer.momentum) == ("sgd", 0.1, 0.9)
@@ -188,13 +192,13 @@ def test_standard_is_mukhoti_2020() -> None:
     assert "Brier" in p.description.split("STILL DIFFERENT FROM THEIR CODE")[1]
 
 
-def test_fast_is_v2_like_standard_and_smoke_stays_v1() -> None:
+def test_fast_is_v3_like_standard_and_smoke_is_v2() -> None:
     standard, fast, smoke = (load_protocol(n) for n in ("standard", "fast", "smoke"))
-    assert fast.label == "fast@v2"
+    assert fast.label == "fast@v3"
     assert (fast.train.loss_reduction, fast.train.grad_clip) == ("sum", 2.0)
     assert fast.train.optimizer == standard.train.optimizer
     assert fast.data == standard.data and fast.eval == standard.eval
-    assert smoke.label == "smoke@v1" and smoke.content_hash == SMOKE_V1_HASH
+    assert smoke.label == "smoke@v2"
     assert (smoke.train.loss_reduction, smoke.train.grad_clip) == ("mean", 0.0)
     assert "loss_reduction" not in _raw("smoke")["train"]
 
@@ -215,7 +219,34 @@ def test_v1_files_without_loss_reduction_keep_their_hash(tmp_path: Path) -> None
     assert compute_content_hash(d) != v1.content_hash
     with pytest.raises(ProtocolError, match="bump the version"):
         load_protocol(_write(tmp_path / "changed.toml", d))
-    assert DEFAULTS == {"train.loss_reduction": "mean"}
+    assert DEFAULTS == {
+        "train.loss_reduction": "mean",
+        "eval.shift": (),
+        "eval.shift_max_images": 0,
+    }
+    assert (v1.eval.shift, v1.eval.shift_max_images) == ((), 0)
+
+
+def test_smoke_v1_keeps_its_hash_without_the_shift_keys() -> None:
+    """smoke v1 as published (no shift keys) still hashes to its recorded value, with the
+    defaults omitted or spelled out; the shift keys of v2 change the content."""
+    d = _raw("smoke")
+    shift = (d["eval"].pop("shift"), d["eval"].pop("shift_max_images"))
+    d.update(version=1, description=SMOKE_V1_DESCRIPTION)
+    assert compute_content_hash(d) == SMOKE_V1_HASH
+    d["eval"].update(shift=[], shift_max_images=0)
+    assert compute_content_hash(d) == SMOKE_V1_HASH
+    d["eval"].update(shift=shift[0], shift_max_images=shift[1])
+    assert compute_content_hash(d) != SMOKE_V1_HASH
+
+
+def test_shift_settings_of_the_shipped_protocols() -> None:
+    standard, fast, smoke = (load_protocol(n) for n in ("standard", "fast", "smoke"))
+    for p in (standard, fast, smoke):
+        assert p.eval.shift == ("cifar10-c", "cifar100-c")
+    # GPU protocols evaluate the full grid; smoke a few images per cell.
+    assert standard.eval.shift_max_images == fast.eval.shift_max_images == 0
+    assert 0 < smoke.eval.shift_max_images <= 50
 
 
 def test_fast_is_shorter_and_cited_smoke_is_small() -> None:
@@ -297,6 +328,13 @@ def test_content_changed_without_version_bump_is_refused(tmp_path: Path) -> None
         (lambda d: d["train"].update(loss_reduction="avg"), r"'train\.loss_reduction' must be one of mean, sum, got 'avg'"),
         (lambda d: d["train"].update(loss_reduction=1), r"'train\.loss_reduction' must be a string"),
         (lambda d: d["train"].update(reduction="sum"), r"unknown key 'train\.reduction'.*did you mean 'loss_reduction'"),
+        (lambda d: d["eval"].update(shift="cifar10-c"), r"'eval\.shift' must be a list of strings"),
+        (lambda d: d["eval"].update(shift=["cifar10-c", "cifar10-c"]), r"'eval\.shift' must be distinct"),
+        (lambda d: d["eval"].update(shift=[""]), r"'eval\.shift' must be distinct non-empty names"),
+        (lambda d: d["eval"].update(shift_max_images=-1), r"'eval\.shift_max_images' must be >= 0"),
+        (lambda d: d["eval"].update(shift_max_images=2.5), r"'eval\.shift_max_images' must be an integer"),
+        (lambda d: d["eval"].update(shift=[], shift_max_images=20), r"'eval\.shift_max_images' applies only with 'eval\.shift'"),
+        (lambda d: d["eval"].update(shift_images=20), r"unknown key 'eval\.shift_images'.*did you mean 'shift_max_images'"),
     ],
 )  # fmt: skip
 def test_bad_content_gives_a_clear_error(tmp_path: Path, edit, message: str) -> None:
@@ -399,7 +437,7 @@ def test_write_content_hash_adds_a_missing_line(tmp_path: Path) -> None:
     assert write_content_hash(path) == (None, actual)
     text = path.read_text()
     assert text.replace(f'content_hash = "{actual}"\n', "") == without
-    assert text.index("content_hash") > text.index("version = 1")
+    assert text.index("content_hash") > text.index("version = 2")
     p = load_protocol(path)
     assert (p.name, p.content_hash, p.train.epochs) == ("mine", actual, 1)
     assert [f.name for f in tmp_path.iterdir()] == ["mine.toml"]  # no temporary file left

@@ -16,11 +16,18 @@ says so), and its row gets no interval; any other error is a bug and propagates.
 the ``≈`` mark:
 :data:`calibench.metrics.bootstrap.INTERVAL_CONVENTION` and
 :data:`calibench.metrics.bootstrap.SIGNIFICANCE_CONVENTION`.
+
+The "under shift" columns (:class:`ShiftColumn`, present when a record has ``metrics.shift``)
+are the exception: each run's value is the mean over the cells of the shift grid written in its
+record, and their interval is the Student-t interval over seeds
+(:data:`calibench.metrics.intervals.SEED_T_CONVENTION`). :func:`shift_severity_curves` gives the
+per-severity means that the severity plot draws.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +55,13 @@ __all__ = [
     "SECTION_KEYS",
     "Leaderboard",
     "MetricColumn",
+    "ShiftColumn",
     "build_leaderboard",
     "check_n_boot",
     "metric_columns",
     "runs_frame",
+    "shift_grid_mean",
+    "shift_severity_curves",
 ]
 
 GROUP_KEYS = ("protocol", "protocol_version", "dataset", "backbone", "deviations", "loss")
@@ -96,11 +106,44 @@ BASE_COLUMNS = (
 )
 
 
+def shift_grid_mean(record: dict[str, Any], key: str) -> float:
+    """The mean of ``key`` (``acc``, ``ece``, ``ece_ts``, ...) over every cell of the record's
+    shift grid; NaN without a grid or when a cell lacks the value."""
+    grid = (record.get("metrics", {}).get("shift") or {}).get("grid") or {}
+    values = [cell.get(key) for per in grid.values() for cell in per.values()]
+    if not values or any(v is None for v in values):
+        return float("nan")
+    return math.fsum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class ShiftColumn(MetricColumn):
+    """A column of the shift grid: each run's value is :func:`shift_grid_mean` of ``path[-1]``
+    (read from the record, never recomputed); its interval is over seeds
+    (:data:`~calibench.metrics.intervals.SEED_T_CONVENTION`), not a bootstrap."""
+
+    interval_kind: str = "student-t over seeds"
+
+    def value(self, record: dict[str, Any]) -> float:
+        return shift_grid_mean(record, self.path[-1])
+
+
+SHIFT_COLUMNS = (
+    ShiftColumn("shift_acc", "acc under shift %", ("shift", "grid", "acc"), True),
+    ShiftColumn("shift_ece", "ECE under shift %", ("shift", "grid", "ece"), False),
+    ShiftColumn("shift_ece_ts", "ECE under shift after TS %", ("shift", "grid", "ece_ts"), False),
+)
+"""Means over the shift grid: accuracy, ECE, and ECE with the clean-val temperature."""
+
+
 def metric_columns(records: Sequence[StoredRecord]) -> list[MetricColumn]:
-    """The base columns, then AUROC and FPR95 (MSP) for SVHN, or for each OOD set present."""
+    """The base columns, the shift columns when a record has a shift grid, then AUROC and FPR95
+    (MSP) for SVHN, or for each OOD set present."""
     present = sorted({name for r in records for name in (r.data["metrics"].get("ood") or {})})
     ood_sets = [PREFERRED_OOD] if PREFERRED_OOD in present else present
     columns = list(BASE_COLUMNS)
+    if any(r.data["metrics"].get("shift") for r in records):
+        columns += SHIFT_COLUMNS
     for name in ood_sets:
         label = "SVHN" if name == "svhn" else name
         for metric, title, higher in (("auroc", "AUROC", True), ("fpr95", "FPR95", False)):
@@ -325,6 +368,73 @@ def _add_intervals(
     return table
 
 
+def _add_shift_intervals(
+    table: pd.DataFrame, runs: pd.DataFrame, columns: Sequence[MetricColumn]
+) -> pd.DataFrame:
+    """The Student-t interval over seeds of each shift column (NaN for fewer than 2 seeds)."""
+    from calibench.metrics.intervals import seed_t_interval
+
+    shift = [c for c in columns if isinstance(c, ShiftColumn)]
+    if not shift:
+        return table
+    table = table.copy()
+    done = runs[runs["status"] == "completed"].set_index("run_id")
+    for idx, row in table.iterrows():
+        ids = [i for i in str(row["run_ids"]).split(",") if i in done.index]
+        for c in shift:
+            values = done.loc[ids, c.key].dropna().to_numpy(dtype=float)
+            if len(values) >= 2:
+                lo, hi = seed_t_interval(values)
+                table.loc[idx, f"{c.key}_ci_low"] = float(lo)
+                table.loc[idx, f"{c.key}_ci_high"] = float(hi)
+    return table
+
+
+def _section_title(row: pd.Series) -> str:
+    dev = "" if row["deviations"] == "none" else f" · deviations {row['deviations']}"
+    return (
+        f"{row['dataset']} · {row['backbone']} · {row['protocol']} v{row['protocol_version']}{dev}"
+    )
+
+
+def shift_severity_curves(board: Leaderboard) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per section (dataset · backbone · protocol), per loss row, the seed mean of ECE and of ECE
+    after TS at severity 0 (the clean test split: the record's ``test`` / ``test_ts``) and at
+    each severity of the shift grid (mean over corruptions of the record's grid cells), as
+    ``{"severities": [0, 1, ...], "ece": [...], "ece_ts": [...]}`` (NaN where missing).
+
+    Only rows with a shift grid in some completed run are included; rows in rank order.
+    """
+    import numpy as np
+
+    curves: dict[str, dict[str, dict[str, list[float]]]] = {}
+    if board.runs.empty:
+        return curves
+    done = board.runs[board.runs["status"] == "completed"].set_index("run_id")
+    for _, row in board.table.iterrows():
+        ids = [i for i in str(row["run_ids"]).split(",") if i in done.index]
+        grids = [done.loc[i, "record"].data["metrics"] for i in ids]
+        grids = [m for m in grids if m.get("shift")]
+        if not grids:
+            continue
+        severities = sorted({int(s) for m in grids for s in m["shift"]["summary"]["by_severity"]})
+        out: dict[str, list[float]] = {"severities": [0, *severities]}
+        for key, clean in (("ece", "test"), ("ece_ts", "test_ts")):
+            per_seed = []
+            for m in grids:
+                grid = m["shift"]["grid"]
+                first = (m.get(clean) or {}).get("ece")
+                points = [float("nan") if first is None else float(first)]
+                for s in severities:
+                    cells = [per[str(s)].get(key) for per in grid.values() if str(s) in per]
+                    ok = cells and all(v is not None for v in cells)
+                    points.append(math.fsum(cells) / len(cells) if ok else float("nan"))
+                per_seed.append(points)
+            out[key] = [float(v) for v in np.mean(per_seed, axis=0)]
+        curves.setdefault(_section_title(row), {})[str(row["loss"])] = out
+    return curves
+
+
 def _add_significance(table: pd.DataFrame, runs: pd.DataFrame, sort: MetricColumn) -> pd.DataFrame:
     table = table.copy()
     table["tie_above"] = pd.array([pd.NA] * len(table), dtype="boolean")
@@ -392,5 +502,6 @@ def build_leaderboard(
     table = _rank(_group_rows(runs, columns), sort_col)
     if n_boot > 0:
         table = _add_intervals(table, evidence, columns, notes)
+        table = _add_shift_intervals(table, runs, columns)
     table = _add_significance(table, runs, sort_col)
     return Leaderboard(table, runs, columns, sort, n_boot, problems, notes)

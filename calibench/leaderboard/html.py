@@ -1,4 +1,5 @@
-"""A self-contained HTML leaderboard page: the table plus each run's reliability diagram.
+"""A self-contained HTML leaderboard page: the table, ECE against shift severity (when records
+have a shift grid) and each run's reliability diagram.
 
 The page is the Jinja2 template ``templates/leaderboard.html.j2`` (package data), autoescaped:
 loss names, deviations and notes come from records. Everything is inline (CSS, a few lines of
@@ -119,6 +120,19 @@ def _reliability_plots(board: Leaderboard, run_ids: list[str]) -> list[Plot]:
     return out
 
 
+def _shift_plot(board: Leaderboard) -> str | None:
+    """ECE against shift severity for every row with a shift grid, as a ``data:`` URI."""
+    if not any(getattr(c, "interval_kind", None) for c in board.columns):
+        return None
+    from calibench.leaderboard.aggregate import shift_severity_curves
+    from calibench.plots import shift_severity_png
+
+    curves = shift_severity_curves(board)
+    if not curves:
+        return None
+    return "data:image/png;base64," + base64.b64encode(shift_severity_png(curves)).decode("ascii")
+
+
 def _sort_value(value: object) -> str:
     """What a header click sorts by; a missing value (None, NaN, NA) is ``Infinity``."""
     return "Infinity" if missing(value) else str(value)
@@ -154,6 +168,7 @@ def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> 
             heading = f"{row['loss']} · {row['dataset']} · {row['backbone']}"
             gallery.append(Section(anchor, heading, plots))
     return _template().render(
+        shift_plot=_shift_plot(board),
         title=title,
         subtitle=" · ".join(
             f"deviations: {v}" if k == "deviations" else v for k, v in shared.items()

@@ -29,7 +29,7 @@ from calibench.util import to_jsonable
 if TYPE_CHECKING:
     import pandas as pd
 
-    from calibench.leaderboard.aggregate import Leaderboard
+    from calibench.leaderboard.aggregate import Leaderboard, MetricColumn
 
 __all__ = [
     "FORMATS",
@@ -100,6 +100,11 @@ def _plain(value: Any) -> Any:
     return None if missing(value) else value
 
 
+def _interval_kind(column: MetricColumn) -> str:
+    """``binned``, ``percentile``, or a shift column's ``student-t over seeds``."""
+    return getattr(column, "interval_kind", None) or ("binned" if column.binned else "percentile")
+
+
 def render_json(board: Leaderboard) -> str:
     """``{"sort", "n_boot", "columns", "rows", "problems", "notes"}``; metrics as fractions."""
     # Here, not at the top: listing the formats (the CLI does at start-up) must not load torch.
@@ -122,7 +127,7 @@ def render_json(board: Leaderboard) -> str:
                 "title": c.title,
                 "higher_is_better": c.higher_is_better,
                 "percent_in_tables": c.percent,
-                "interval": ("binned" if c.binned else "percentile") if board.n_boot else None,
+                "interval": _interval_kind(c) if board.n_boot else None,
             }
             for c in board.columns
         ],

@@ -1,8 +1,10 @@
 """Publish an immutable leaderboard version: ``leaderboards/<protocol>/v<N>/``.
 
 A version holds ``records/<run_id>/record.json`` (byte copies of the validated records),
-``LEADERBOARD.md``, ``leaderboard.csv`` and ``CHANGES.md`` (rows and runs added, removed, or
-whose metrics changed since ``v<N-1>``). It is built in a hidden temporary folder beside its
+``LEADERBOARD.md``, ``leaderboard.csv``, ``CHANGES.md`` (rows and runs added, removed, or
+whose metrics changed since ``v<N-1>``) and, when records have a shift grid,
+``shift_severity.png`` (ECE against corruption severity, one line per loss; linked from
+``LEADERBOARD.md``). It is built in a hidden temporary folder beside its
 final place and renamed into place in one step, so a crash leaves no half-written version.
 An existing version is never overwritten; publishing records identical to the latest version is
 refused too (nothing would change), unless ``allow_unchanged``.
@@ -38,6 +40,8 @@ from calibench.util import utc_now
 __all__ = ["PublishError", "PublishResult", "existing_versions", "publish", "render_changes"]
 
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+SHIFT_PLOT = "shift_severity.png"
+"""ECE against shift severity, one line per loss (written when records have a shift grid)."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,18 @@ def _only_protocol(records: Sequence[StoredRecord]) -> str:
     return protocols[0]
 
 
+def _write_shift_plot(board: Leaderboard, path: Path) -> bool:
+    """Write the ECE-against-severity figure when some row has a shift grid; whether it did."""
+    from calibench.leaderboard.aggregate import shift_severity_curves
+    from calibench.plots import shift_severity_plot
+
+    curves = shift_severity_curves(board)
+    if not curves:
+        return False
+    shift_severity_plot(curves, path)
+    return True
+
+
 def publish(
     results_dir: str | os.PathLike[str],
     *,
@@ -254,6 +270,8 @@ def publish(
             shutil.copyfile(r.path, target)
         title = f"{protocol} leaderboard v{version}"
         md = render_markdown(board, title=title)
+        if _write_shift_plot(board, tmp / SHIFT_PLOT):
+            md += f"\n![ECE against corruption severity, one line per loss]({SHIFT_PLOT})\n"
         md += f"\nPublished {published_at}; records in `records/`; see CHANGES.md.\n"
         (tmp / "LEADERBOARD.md").write_text(md, encoding="utf-8")
         (tmp / "leaderboard.csv").write_text(render_csv(board), encoding="utf-8")

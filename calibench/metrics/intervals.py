@@ -39,6 +39,13 @@ fixed): the replicates of every seed are computed on the *same* resamples of the
 set and averaged resample by resample (:meth:`BinnedReplicates.seed_mean`,
 :meth:`PercentileReplicates.seed_mean`); ``T`` becomes the seed mean of the ``T_s``. The spread
 between seeds is a different quantity: the ``± std`` column, and the significance test.
+
+**Over seeds** (the leaderboard's "under shift" columns, :data:`SEED_T_CONVENTION`): a value
+computed on a fixed image set (the shift grid: the same corrupted images in every run) has no
+test-set resampling here; its interval is the Student-t interval of the seed values,
+``mean +- t_{(1 + level) / 2, n - 1} s / sqrt(n)`` (:func:`seed_t_interval`), which covers the
+expected value over training seeds when the per-seed values are normal (exactly, by the t
+distribution of the studentised mean; simulated in ``tests/metrics/test_seed_interval.py``).
 """
 
 from __future__ import annotations
@@ -52,11 +59,22 @@ from scipy import stats
 from calibench.errors import UsageError
 
 __all__ = [
+    "SEED_T_CONVENTION",
     "BinnedReplicates",
     "PercentileReplicates",
     "binned_error_interval",
     "percentile_interval",
+    "seed_t_interval",
 ]
+
+SEED_T_CONVENTION = (
+    "under shift: each run's value is the mean over every (corruption, severity) cell of its "
+    "shift grid (the record's metrics.shift.grid); a row's 95% interval is the Student-t "
+    "interval over its seeds, mean +- t(0.975, n - 1) s / sqrt(n) (scipy.stats.t, s the sample "
+    "std): it covers seed-to-seed variation of the grid mean, the images fixed (the same cells "
+    "and image subset in every run), not the sampling of the images; blank for one seed"
+)
+"""What the interval of a shift column covers (leaderboard captions and JSON)."""
 
 
 def _check_level(level: float) -> float:
@@ -89,6 +107,23 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[np.nda
     alpha = (1.0 - _check_level(level)) / 2.0
     lo, hi = np.quantile(np.asarray(values, dtype=np.float64), [alpha, 1.0 - alpha], axis=-1)
     return lo, hi
+
+
+def seed_t_interval(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The Student-t interval of the mean of seed values ``(..., n)`` (last axis: seeds).
+
+    ``mean +- t_{(1 + level) / 2, n - 1} s / sqrt(n)``, ``s`` the sample standard deviation
+    (``ddof=1``); NaN bounds where ``n < 2``. Leading axes are independent rows.
+    """
+    upper_q = (1.0 + _check_level(level)) / 2.0
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[-1]
+    if n < 2:
+        nan = np.full(values.shape[:-1], np.nan)
+        return nan, nan.copy()
+    mean = values.mean(axis=-1)
+    half = stats.t.ppf(upper_q, n - 1) * values.std(axis=-1, ddof=1) / np.sqrt(n)
+    return mean - half, mean + half
 
 
 def _mean(points: Sequence[float | np.ndarray]) -> float | np.ndarray:

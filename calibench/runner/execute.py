@@ -21,6 +21,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -323,14 +324,53 @@ def train_and_record(
     return outcome
 
 
+SHIFT_SEED = 0
+"""The generator seed of every generated shift suite: fixed by calibench, not the run seed, so
+every run (every loss, backbone and seed) of a protocol sees the same corrupted images."""
+
+
+def shift_suite_name(names: Sequence[str], dataset: str) -> str | None:
+    """The shift suite of a run on ``dataset`` among a protocol's ``eval.shift`` names: the one
+    named ``<dataset>-c`` (``cifar10-c`` for ``cifar10``), or ``None``."""
+    return next((n for n in names if n == f"{dataset}-c"), None)
+
+
+def _load_shift(settings: Any, dataset: Any, data_root: Path | str | None) -> Any:
+    """The run's shift suite (official files under the data root, else generated), or ``None``.
+
+    Built from the dataset's whole test split (the protocol's ``max_images`` cap of the clean
+    test metrics does not apply; ``shift_max_images`` does). Never downloads: the official
+    archives are gigabytes; put their files under the data root to use them.
+    """
+    name = shift_suite_name(settings.shift, dataset.name)
+    if name is None:
+        return None
+    from calibench.data.shift import load_shift_suite
+
+    suite = load_shift_suite(
+        name,
+        root=data_root,
+        test_x=dataset.test.x,
+        test_y=dataset.test.y,
+        seed=SHIFT_SEED,
+        max_images=settings.shift_max_images or None,
+        download=False,
+    )
+    if suite.dataset != dataset.name:
+        raise UsageError(f"shift suite {name} is for {suite.dataset}, not {dataset.name}")
+    return suite
+
+
 def _evaluate(result: Any, spec: RunSpec, directory: Path, data_root: Path | str | None) -> Any:
-    """Evaluate with the protocol's eval settings: at most ``max_images`` test / OOD images."""
+    """Evaluate with the protocol's eval settings: at most ``max_images`` test / OOD images, and
+    the shift suite of the run's dataset if the protocol lists one (:func:`shift_suite_name`)."""
     from calibench.data.datasets import subset
     from calibench.evaluation import evaluate
     from calibench.registry import create_ood
 
     settings = result.protocol.eval
     dataset = result.dataset
+    shift = _load_shift(settings, dataset, data_root)
     cap = settings.max_images
     if cap and cap < len(dataset.test):
         dataset = dataclasses.replace(
@@ -353,6 +393,7 @@ def _evaluate(result: Any, spec: RunSpec, directory: Path, data_root: Path | str
         n_bins=settings.ece_bins,
         batch_size=settings.batch_size,
         plots_dir=directory,
+        shift=shift,
     )
 
 
@@ -372,8 +413,27 @@ def val_split_convention(stateful_loss: bool, conventions: dict[str, Any]) -> st
 
 
 def record_metrics(metrics: dict[str, Any], temperature_scaling: bool = True) -> dict[str, Any]:
-    """The evaluator's metrics for the record; no ``test_ts`` when the protocol turns TS off."""
-    return {**metrics, "test_ts": metrics.get("test_ts") if temperature_scaling else None}
+    """The evaluator's metrics for the record; no ``test_ts`` (and every ``*_ts`` value of the
+    shift grid null) when the protocol turns TS off."""
+    out = {**metrics, "test_ts": metrics.get("test_ts") if temperature_scaling else None}
+    if not temperature_scaling and out.get("shift"):
+        out["shift"] = _without_ts(out["shift"])
+    return out
+
+
+def _without_ts(shift: dict[str, Any]) -> dict[str, Any]:
+    def strip(cell: dict[str, Any]) -> dict[str, Any]:
+        return {k: None if k.endswith("_ts") else v for k, v in cell.items()}
+
+    summary = shift["summary"]
+    return {
+        **shift,
+        "grid": {c: {s: strip(v) for s, v in per.items()} for c, per in shift["grid"].items()},
+        "summary": {
+            "by_severity": {s: strip(v) for s, v in summary["by_severity"].items()},
+            "mean": strip(summary["mean"]),
+        },
+    }
 
 
 def write_status_record(

@@ -69,8 +69,9 @@ def protocol() -> FakeProtocol:
 
 
 def write_tiny_protocol(directory: Path) -> Path:
-    """A ``tiny`` protocol (256 training images, 2 epochs, 100 val, 200 test/OOD images) in
-    ``directory``, with its content hash, for end-to-end runner tests on CPU."""
+    """A ``tiny`` protocol (256 training images, 2 epochs, 100 val, 200 test/OOD images, the
+    shift grid on 10 images per cell) in ``directory``, with its content hash, for end-to-end
+    runner tests on CPU."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -83,7 +84,7 @@ def write_tiny_protocol(directory: Path) -> Path:
     content.update(name="tiny", description="runner tests: tiny end-to-end runs on CPU")
     content["data"].update(val_size=100, train_subset=256)
     content["train"].update(epochs=2, batch_size=64)
-    content["eval"].update(batch_size=200, max_images=200, ood=["gaussian"])
+    content["eval"].update(batch_size=200, max_images=200, ood=["gaussian"], shift_max_images=10)
     content["content_hash"] = compute_content_hash(content)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "tiny.toml"

@@ -98,6 +98,25 @@ def reference(tiny_protocol, shared_data_dir, tmp_path_factory) -> tuple[Path, l
     return results, specs
 
 
+def test_a_run_records_the_shift_grid_of_its_dataset(reference, tiny_protocol) -> None:
+    """The protocol's shift suite for cifar10 is evaluated through train_and_record: every cell
+    of the grid, on the capped images, with its source; the executors' tests below then check
+    that the grid is identical whichever process made it."""
+    results, specs = reference
+    record = load_record(run_dir(results, specs[0]))
+    shift = record["metrics"]["shift"]
+    assert shift["suite"] == "cifar10-c" and shift["source"]["kind"] in ("official", "generated")
+    assert shift["max_images"] == tiny_protocol.eval.shift_max_images == shift["n_images"]
+    assert len(shift["grid"]) == len(shift["corruptions"]) > 0
+    for per in shift["grid"].values():
+        assert list(per) == [str(s) for s in shift["severities"]] == ["1", "2", "3", "4", "5"]
+        assert all(
+            0.0 <= cell["acc"] <= 1.0 and cell["ece_ts"] is not None for cell in per.values()
+        )
+    assert set(shift["summary"]["by_severity"]) == {"1", "2", "3", "4", "5"}
+    assert "clean val split" in record["conventions"]["shift"]
+
+
 def test_worker_processes_match_in_process_runs(reference, shared_data_dir, tmp_path) -> None:
     ref_dir, specs = reference
     job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1)
