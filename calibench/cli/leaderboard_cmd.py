@@ -28,9 +28,11 @@ _RESULTS_HELP = (
 
 
 def _results_dir(results: Path | None) -> Path:
-    from calibench.runner.plan import default_results_dir
+    if results is not None:
+        return results
+    from calibench.runner.plan import default_results_dir  # imports the runner: only if needed
 
-    return results if results is not None else default_results_dir()
+    return default_results_dir()
 
 
 @leaderboard_app.callback()

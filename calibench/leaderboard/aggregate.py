@@ -9,7 +9,8 @@ Standard deviations are the sample std over seeds (``ddof=1``; blank for one see
 
 Every metric value and interval is computed from each run's saved files
 (``test_predictions.npz``, ``ood_scores.npz``) and the record's temperature and ``n_bins``
-(:mod:`calibench.leaderboard.significance`); no loss is imported or created. Only a run whose
+(:mod:`calibench.leaderboard.significance`), once per run: they are kept in the run's folder
+(:mod:`calibench.leaderboard.cache`); no loss is imported or created. Only a run whose
 files are missing, or that the loaders of :mod:`calibench.records` refuse (a
 :class:`~calibench.errors.RecordError`), falls back to the values written in its record (a note
 says so), and its row gets no interval; any other error is a bug and propagates. Intervals and
@@ -36,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from calibench.errors import RecordError, UsageError
+from calibench.leaderboard.cache import EvidenceCache
 from calibench.leaderboard.significance import (
     RunEvidence,
     compare_adjacent,
@@ -327,17 +329,23 @@ def _collect_evidence(
     ood_sets = _ood_sets(columns)
     evidence: dict[str, RunEvidence | None] = {}
     missing: list[str] = []
+    cache = EvidenceCache(
+        {"ood_sets": ood_sets, "score": OOD_SCORE, "n_boot": n_boot, "seed": seed}
+    )
     for rec in records:
         if rec.data["status"] != "completed":
             continue
         run_id = rec.data["run_id"]
         try:
-            evidence[run_id] = _evidence(rec, ood_sets, n_boot, seed)
+            evidence[run_id] = cache.get(
+                rec, lambda rec=rec: _evidence(rec, ood_sets, n_boot, seed)
+            )
         except RecordError as exc:  # the loaders' word for an unreadable or malformed file
             notes.append(f"run {run_id}: cannot use its saved files: {exc}")
             evidence[run_id] = None
         if evidence[run_id] is None:
             missing.append(run_id)
+    cache.report()
     if missing:
         notes.append(
             f"{len(missing)} completed run(s) without usable saved test predictions: their "

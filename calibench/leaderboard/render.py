@@ -108,7 +108,7 @@ def _interval_kind(column: MetricColumn) -> str:
 def render_json(board: Leaderboard) -> str:
     """``{"sort", "n_boot", "columns", "rows", "problems", "notes"}``; metrics as fractions."""
     # Here, not at the top: listing the formats (the CLI does at start-up) must not load torch.
-    from calibench.metrics.bootstrap import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
+    from calibench.metrics.intervals import INTERVAL_CONVENTION, SIGNIFICANCE_CONVENTION
 
     frame = _numeric_frame(board)
     rows = [

@@ -31,18 +31,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from calibench.metrics import logit_metrics, ood_metrics, ood_scores
-from calibench.metrics.bootstrap import (
+from calibench.metrics.intervals import (
     SIGNIFICANCE_CONVENTION,
-    ood_replicates,
-    replicates,
-    resample_indices,
-    stream_seed,
+    BinnedReplicates,
+    PercentileReplicates,
 )
-from calibench.metrics.calibration import top_label
-from calibench.metrics.intervals import BinnedReplicates, PercentileReplicates
 
 __all__ = [
     "ALPHA",
@@ -96,6 +90,19 @@ def run_evidence(
     to its saved ``score`` array; ``temperature`` ``None`` (or not positive) leaves out
     ``ece_ts``. ``n_boot = 0``: values only.
     """
+    # Here, not at the top: a leaderboard read from its caches (calibench.leaderboard.cache)
+    # never computes, and starts without torch.
+    import torch
+
+    from calibench.metrics import logit_metrics, ood_metrics, ood_scores
+    from calibench.metrics.bootstrap import (
+        ood_replicates,
+        replicates,
+        resample_indices,
+        stream_seed,
+    )
+    from calibench.metrics.calibration import top_label
+
     s32 = torch.from_numpy(np.asarray(logits, dtype=np.float32))
     s = s32.double()
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))

@@ -76,6 +76,8 @@ def _row_name(row: pd.Series) -> str:
 
 
 def _same(a: Any, b: Any) -> bool:
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b)):
+        return a == b  # strings, lists (a shift suite's source), booleans
     a_nan, b_nan = pd.isna(a), pd.isna(b)
     if a_nan or b_nan:
         return bool(a_nan and b_nan)
@@ -122,7 +124,9 @@ def _run_changes(old: StoredRecord, new: StoredRecord) -> list[str]:
     if old.data["status"] != new.data["status"]:
         changes.append(f"status {old.data['status']} → {new.data['status']}")
     before, after = _flatten(old.data["metrics"]), _flatten(new.data["metrics"])
-    for key in sorted(set(before) | set(after)):
+    # a shift grid's cells would bury the summary: its means (shift.summary) stand for them
+    keys = {k for k in set(before) | set(after) if not k.startswith("shift.grid.")}
+    for key in sorted(keys):
         o, n = before.get(key), after.get(key)
         if (o is None) != (n is None) or (o is not None and not _same(o, n)):
             changes.append(f"{key} {o} → {n}")

@@ -38,6 +38,8 @@ from calibench.metrics.calibration import (
     top_label,
 )
 from calibench.metrics.intervals import (
+    INTERVAL_CONVENTION,
+    SIGNIFICANCE_CONVENTION,
     BinnedReplicates,
     PercentileReplicates,
     binned_error_interval,
@@ -58,24 +60,6 @@ __all__ = [
     "resample_indices",
     "stream_seed",
 ]
-
-INTERVAL_CONVENTION = (
-    "95% intervals over test-set sampling, the trained models fixed; a row covers the mean over "
-    "its seeds. ECE, AdaECE, ECE after TS: the population value of the same binned error, "
-    "[max(0, T - q), T + 1.96 sd] with T the plug-in error, q the 97.5% bootstrap quantile of "
-    "sum_b |mu*_b - muhat_b| and sd the bootstrap sd of sum_b sign(muhat_b) mu*_b (mu_b the "
-    "bin's mean residual correct - conf, triangle-inequality bounds; a percentile interval "
-    "cannot hold a population error of 0). Accuracy, NLL, OOD AUROC and FPR95: percentile "
-    "bootstrap. Seeds share the test-set resamples; OOD sets are resampled independently."
-)
-"""What every interval covers and how it is computed; records and captions carry it."""
-
-SIGNIFICANCE_CONVENTION = (
-    "adjacent ranks: Welch's t-test (scipy.stats.ttest_ind, equal_var=False) on the per-seed "
-    "values of the sort metric, two-sided, 5%; seeds are the unit of replication; a row with "
-    "fewer than 2 seeds is never marked different"
-)
-"""The test behind the leaderboard's mark of adjacent ranks that do not differ significantly."""
 
 MetricFn = Callable[[Tensor, Tensor], "float | dict[str, float]"]
 FAST_METRICS: tuple[str, ...] = ("acc", "ece", "adaece", "nll", "brier")
