@@ -3,7 +3,12 @@
 The evaluation covers 10,000 ID test images, 5,000 val images (temperature scaling is fitted
 on them) and 26,032 OOD images (the size of the SVHN test set; same-sized uniform noise, since
 the time does not depend on the pixels), every calibration metric on val, test and test after
-TS, and every OOD metric for the msp, energy and maxlogit scores. ID images are the first rows
+TS, and every OOD metric for the msp, energy and maxlogit scores. With ``--shift-per-cell N``
+it also evaluates a shift grid of 15 corruptions x 5 severities x N images (75 N images; 10,000
+per cell is the full CIFAR-10-C grid, 750,000 images) as a run with ``eval.shift`` does
+(:func:`calibench.evaluation.evaluate_shift`, after TS too); its images are random (the time
+does not depend on the pixels, and generating CIFAR-10-C is timed by the data module's own
+figures), one array shared by every cell so the host memory stays that of one cell. ID images are the first rows
 of ``--data`` (an npz with ``x_train``, ``y_train``, ``x_test``, ``y_test``) or random ones.
 
 One untimed warm-up evaluation comes first (``--warmup full``: the same sizes, so CUDA kernels,
@@ -36,6 +41,7 @@ import calibench.evaluation as evaluation_module
 import calibench.metrics.calibration as calibration_module
 from calibench.data.datasets import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, ImageDataset, Split
 from calibench.data.ood import OODSet
+from calibench.data.shift import CORRUPTIONS, SEVERITIES, ShiftSuite
 from calibench.errors import CalibenchError, UsageError
 from calibench.registry import create_backbone, create_loss
 from calibench.training.trainer import resolve_device
@@ -49,6 +55,7 @@ TIMED = {
         "fit_temperature",
         "compute_ood_scores",
         "ood_metrics",
+        "evaluate_shift",  # includes its own predict_logits and logit_metrics calls
     ),
     calibration_module: ("smooth_ece",),
 }
@@ -94,6 +101,19 @@ def make_sets(
     )
     x_ood = torch.randint(0, 256, (n_ood, 32, 32, 3), generator=g, dtype=torch.uint8)
     return dataset, OODSet("noise", x_ood, {"source": "synthetic uniform", "size": n_ood})
+
+
+def make_shift_suite(per_cell: int, seed: int = 0) -> ShiftSuite:
+    """A full-grid suite (15 corruptions x 5 severities) of ``per_cell`` random images per cell,
+    one array shared by every cell."""
+    if per_cell < 1:
+        raise UsageError(f"--shift-per-cell must be positive (or 0 for none), got {per_cell}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (per_cell, 32, 32, 3), generator=g, dtype=torch.uint8).numpy()
+    y = torch.randint(0, 10, (per_cell,), generator=g).numpy()
+    cells = {(c, s): x for c in CORRUPTIONS for s in SEVERITIES}
+    source = {"kind": "generated", "note": "benchmark: random images, not CIFAR-10-C"}
+    return ShiftSuite.from_arrays("cifar10-c", "cifar10", cells, y, source)
 
 
 def _shrink(dataset: ImageDataset, ood: OODSet, n: int) -> tuple[ImageDataset, OODSet]:
@@ -158,6 +178,7 @@ def benchmark(
     repeats: int = 1,
     warmup: str = "auto",
     breakdown: bool = True,
+    shift_per_cell: int = 0,
 ) -> dict[str, Any]:
     """Time :func:`calibench.evaluation.evaluate`; returns the JSON result (see module doc)."""
     if repeats < 1 or batch_size < 1:
@@ -168,21 +189,23 @@ def benchmark(
     if warmup not in ("full", "tiny", "none"):
         raise UsageError(f"--warmup must be auto, full, tiny or none, got {warmup!r}")
     dataset, ood = make_sets(data, n_test, n_val, n_ood)
+    shift = make_shift_suite(shift_per_cell) if shift_per_cell else None
+    n_shift = shift.num_cells * shift_per_cell if shift is not None else 0
     torch.manual_seed(0)
     model = create_backbone(backbone, num_classes=dataset.num_classes)
     model = model.to(dev, memory_format=torch.channels_last).eval()
     criterion = create_loss(loss)
     evaluated = torch.compile(model) if compile else model
 
-    def run(ds: ImageDataset, o: OODSet) -> dict[str, Any]:
+    def run(ds: ImageDataset, o: OODSet, suite: ShiftSuite | None = shift) -> dict[str, Any]:
         return evaluation_module.evaluate(
-            evaluated, criterion, ds, [o], device=dev, batch_size=batch_size
+            evaluated, criterion, ds, [o], device=dev, batch_size=batch_size, shift=suite
         ).metrics
 
     if warmup == "full":
         run(dataset, ood)
     elif warmup == "tiny":
-        run(*_shrink(dataset, ood, 200))
+        run(*_shrink(dataset, ood, 200), make_shift_suite(2) if shift is not None else None)
     times: list[float] = []
     stages: list[dict[str, float]] = []
     metrics: dict[str, Any] = {}
@@ -209,7 +232,9 @@ def benchmark(
         "n_test": n_test,
         "n_val": n_val,
         "n_ood": n_ood,
-        "images_per_s": (n_test + n_val + n_ood) / stats["median"],
+        "n_shift": n_shift,
+        "shift_per_cell": shift_per_cell,
+        "images_per_s": (n_test + n_val + n_ood + n_shift) / stats["median"],
         "compile": compile,
         "warmup": warmup,
         "repeats": repeats,
@@ -235,7 +260,8 @@ def _print_table(result: dict[str, Any]) -> None:
     s = result["stats"]
     console.print(
         f"full evaluation of {result['backbone']} on {result['device_name']}: "
-        f"{result['n_test']} test + {result['n_val']} val + {result['n_ood']} OOD images, "
+        f"{result['n_test']} test + {result['n_val']} val + {result['n_ood']} OOD "
+        f"+ {result['n_shift']} shift images, "
         f"batch {result['batch_size']}, compile={result['compile']}: "
         f"median {s['median']:.2f} s (min {s['min']:.2f}, max {s['max']:.2f}, n={s['n']})"
     )
@@ -265,6 +291,9 @@ def main(
     repeats: int = typer.Option(1, help="timed evaluations"),
     warmup: str = typer.Option("auto", help="auto (full on CUDA, tiny on CPU), full, tiny, none"),
     breakdown: bool = typer.Option(True, "--breakdown/--no-breakdown", help="time each stage"),
+    shift_per_cell: int = typer.Option(
+        0, help="images per cell of a 75-cell shift grid (10000: full CIFAR-10-C); 0: none"
+    ),
 ) -> None:
     try:
         result = benchmark(
@@ -280,6 +309,7 @@ def main(
             repeats=repeats,
             warmup=warmup,
             breakdown=breakdown,
+            shift_per_cell=shift_per_cell,
         )
     except CalibenchError as e:
         fail(e)
