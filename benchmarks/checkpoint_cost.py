@@ -11,8 +11,8 @@ repository, on its disk, not on a tmpfs); the figure is the median with its spre
 The cost per epoch follows from ``--img-per-s`` and ``--epoch-images`` (the issue's GPU target:
 21,000 img/s, 45,000 images): an epoch trains ``epoch_images / img_per_s`` seconds; writing a
 checkpoint after every epoch costs ``write / (epoch + write)`` of the time, writing one every
-``--every`` seconds ``write / (every + write)``. On a GPU the write also waits for the
-device-to-host copy of the state (about 190 MB at tens of GB/s: milliseconds), not counted here.
+``--every`` seconds ``write / (every + write)``. With ``--device cuda`` the model and optimizer
+state live on the GPU, as in training, and the timed write includes their device-to-host copy.
 The last line printed is one JSON object.
 
     python benchmarks/checkpoint_cost.py --backbone resnet50 --repeats 5
@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 import typer
-from benchtools import REPO_ROOT, environment, fail, print_json_line, summarize
+from benchtools import REPO_ROOT, environment, fail, print_json_line, summarize, synchronize
 from rich.console import Console
 from rich.table import Table
 
@@ -38,12 +38,12 @@ from calibench.training import CHECKPOINT_EVERY_S
 from calibench.training.checkpoint import capture_rng_state, save_checkpoint
 
 
-def checkpoint_state(backbone: str, num_classes: int = 10) -> dict[str, Any]:
+def checkpoint_state(backbone: str, device: str = "cpu", num_classes: int = 10) -> dict[str, Any]:
     """What the trainer checkpoints for ``backbone`` after one SGD step with momentum."""
-    model = create_backbone(backbone, num_classes=num_classes)
+    model = create_backbone(backbone, num_classes=num_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32, device=device)
     model(x).logsumexp(1).mean().backward()
     optimizer.step()
     return {
@@ -90,17 +90,19 @@ def benchmark(
     img_per_s: float = 21_000.0,
     epoch_images: int = 45_000,
     every_s: float = CHECKPOINT_EVERY_S,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     if repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {repeats}")
     if img_per_s <= 0 or epoch_images < 1 or every_s <= 0:
         raise UsageError("--img-per-s, --epoch-images and --every must be positive")
-    state = checkpoint_state(backbone)
+    state = checkpoint_state(backbone, device)
     parent = Path(directory) if directory is not None else REPO_ROOT.parent
     root = Path(tempfile.mkdtemp(prefix=".checkpoint-cost-", dir=parent))
     seconds, file_mb = [], 0.0
     try:
         for i in range(repeats):
+            synchronize(torch.device(device))
             t0 = time.perf_counter()
             path = save_checkpoint(root / str(i), 1, state)
             seconds.append(time.perf_counter() - t0)
@@ -121,7 +123,8 @@ def benchmark(
         "epoch_images": epoch_images,
         **cost_fractions(stats["median"], img_per_s, epoch_images, every_s),
         "folder": str(parent),
-        **environment(torch.device("cpu")),
+        "state_device": device,
+        **environment(torch.device(device)),
     }
 
 
@@ -132,10 +135,11 @@ def main(
     img_per_s: float = typer.Option(21_000.0, help="Training speed assumed for the cost."),
     epoch_images: int = typer.Option(45_000, help="Images per epoch assumed for the cost."),
     every: float = typer.Option(CHECKPOINT_EVERY_S, help="Seconds between time-based ones."),
+    device: str = typer.Option("cpu", help="Where the state lives: cpu or cuda."),
 ) -> None:
     """Time one atomic checkpoint write and its share of a GPU epoch."""
     try:
-        r = benchmark(backbone, repeats, directory, img_per_s, epoch_images, every)
+        r = benchmark(backbone, repeats, directory, img_per_s, epoch_images, every, device)
     except CalibenchError as exc:
         fail(exc)
     table = Table(title=f"checkpoint write: {backbone} + SGD momentum ({r['device_name']})")
