@@ -69,3 +69,27 @@ class NonFiniteLogitsError(CalibenchError):
 class NonFinitePredictiveLogitsError(CalibenchError):
     """Finite model logits whose predictive logits are NaN or inf (a loss's map overflowed, or
     a probability of exactly 0 was logged): the metrics would not be finite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped cleanly on a signal (SIGINT, SIGTERM, SIGUSR2) after writing a checkpoint.
+
+    A :class:`KeyboardInterrupt`, so every path that handles Ctrl-C handles it: the run is not
+    recorded as failed and stays resumable. ``signum`` is the signal; ``where`` says how far
+    the run got (``"epoch 1, step 2"``).
+    """
+
+    def __init__(self, signum: int, where: str = "") -> None:
+        super().__init__(signum, where)
+        self.signum = int(signum)
+        self.where = where
+
+    def __str__(self) -> str:
+        import signal
+
+        try:
+            name = signal.Signals(self.signum).name
+        except ValueError:
+            name = f"signal {self.signum}"
+        at = f" at {self.where}" if self.where else ""
+        return f"stopped by {name}{at}; checkpoint written, rerun to resume"

@@ -90,7 +90,22 @@ def run_cmd(
         None,
         "--cpu-threads",
         min=1,
-        help="torch CPU threads per run (CPU results are reproducible for a fixed count).",
+        help="torch CPU threads (default: torch's); with --runs-per-device N on the CPU, each run "
+        "gets N // runs threads. CPU results are reproducible for a fixed count per run.",
+    ),
+    runs_per_device: int = typer.Option(
+        1,
+        "--runs-per-device",
+        min=1,
+        help="Local executor: N worker processes per GPU (use CUDA MPS to overlap them) or, on "
+        "the CPU, N processes sharing --cpu-threads.",
+    ),
+    checkpoint_every: float = typer.Option(
+        300.0,
+        "--checkpoint-every",
+        min=0.0,
+        help="Seconds between checkpoints (0: every epoch); always one at the end and on "
+        "Ctrl-C, SIGTERM or SIGUSR2. Not part of the run id.",
     ),
     compile_model: bool = typer.Option(
         False, "--compile", help="torch.compile the model (CUDA; slower start, faster steps)."
@@ -145,6 +160,7 @@ def run_cmd(
         slurm_array_parallelism=slurm_parallelism,
         slurm_partition=slurm_partition,
         slurm_timeout_min=slurm_timeout_min,
+        runs_per_device=runs_per_device,
     )
     runner.check()
     pending = [p.spec for p in plan if next_action(p.state, retry_diverged) is not Action.SKIP]
@@ -159,6 +175,7 @@ def run_cmd(
         retry_diverged=retry_diverged,
         compile=compile_model,
         threads=cpu_threads,
+        checkpoint_every=checkpoint_every,
     )
     raise typer.Exit(_execute(plan, proto.name, results_dir, job, runner, live, console))
 

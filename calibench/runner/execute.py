@@ -31,6 +31,7 @@ from calibench.errors import UsageError
 from calibench.runner.plan import LOCK, LOGS, PROGRESS, SPEC, PlannedRun, has_checkpoint, plan_run
 from calibench.spec import RunSpec
 from calibench.status import Action, Outcome, RecordStatus, RunState, next_action
+from calibench.training import CHECKPOINT_EVERY_S
 from calibench.training.progress import TrainCallback
 from calibench.util import utc_now
 
@@ -170,6 +171,7 @@ def execute_run(
     retry_diverged: bool = False,
     compile: bool = False,
     threads: int | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY_S,
 ) -> RunOutcome:
     """Train, evaluate and record one run; idempotent and safe to call from concurrent workers.
 
@@ -179,7 +181,9 @@ def execute_run(
     - checkpoints in ``checkpoints/`` -> the trainer resumes from the latest one.
 
     ``threads`` sets torch's intra-op CPU threads for the run: CPU results are bit-identical
-    across processes and executors only for the same thread count.
+    across processes and executors only for the same thread count (the record's
+    ``timing.cpu_threads`` says which). ``checkpoint_every``: seconds between the trainer's
+    checkpoints (an execution setting, not part of the spec).
     """
     from filelock import FileLock, Timeout
 
@@ -201,7 +205,7 @@ def execute_run(
             import torch
 
             torch.set_num_threads(threads)
-        return _execute_locked(spec, directory, label, device, data_root, compile)
+        return _execute_locked(spec, directory, label, device, data_root, compile, checkpoint_every)
     finally:
         lock.release()
 
@@ -213,6 +217,7 @@ def _execute_locked(
     device: str,
     data_root: Path | str | None,
     compile: bool,
+    checkpoint_every: float = CHECKPOINT_EVERY_S,
 ) -> RunOutcome:
     resumed = has_checkpoint(directory)
     atomic_write_json(directory / SPEC, spec.to_dict())
@@ -222,7 +227,13 @@ def _execute_locked(
     start = time.monotonic()
     try:
         result = train_and_record(
-            spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
+            spec,
+            directory,
+            device=device,
+            data_root=data_root,
+            compile=compile,
+            progress=progress,
+            checkpoint_every=checkpoint_every,
         )
     except Exception as exc:
         reason = _one_line(exc)
@@ -253,23 +264,32 @@ def train_and_record(
     data_root: Path | str | None,
     compile: bool,
     progress: TrainCallback | None,
+    checkpoint_every: float = CHECKPOINT_EVERY_S,
 ) -> RunOutcome:
     """Train (resuming), then evaluate and write ``record.json``; or write a diverged record.
 
     Returns the run's outcome without ``seconds`` (the caller times the whole attempt).
     """
+    import torch
+
     from calibench import records
     from calibench.losses.base import loss_state
     from calibench.training.trainer import train
 
     result = train(
-        spec, directory, device=device, data_root=data_root, compile=compile, progress=progress
+        spec,
+        directory,
+        device=device,
+        data_root=data_root,
+        compile=compile,
+        progress=progress,
+        checkpoint_every=checkpoint_every,
     )
     stateful = callable(getattr(result.loss, "on_epoch_end", None))
     common = {
         "epoch": result.epoch,
         "history": result.history,
-        "timing": result.timing,
+        "timing": {**result.timing, "cpu_threads": torch.get_num_threads()},
         "device": "cpu" if result.device.startswith("cpu") else None,  # None: the GPU's name
         "data": result.dataset.provenance,
         "training": {"val_used_in_training": stateful},

@@ -3,8 +3,9 @@
 Every executor calls :func:`~calibench.runner.execute.execute_run` once per run, through the
 picklable :class:`RunJob`:
 
-- ``local``: in this process, one run after another; with several GPUs visible, one worker
-  process per GPU (``CUDA_VISIBLE_DEVICES`` set per worker);
+- ``local``: in this process, one run after another; with several GPUs visible, or
+  ``runs_per_device`` N > 1, N spawned worker processes per GPU (``CUDA_VISIBLE_DEVICES`` set
+  per worker), or N on the CPU, each with ``cpu_threads // N`` torch threads;
 - ``ray``: one Ray task per run (:mod:`calibench.runner.ray`, ``pip install 'calibench[ray]'``);
 - ``slurm``: one submitit job array (:mod:`calibench.runner.slurm`, ``calibench[slurm]``).
 
@@ -13,12 +14,16 @@ picklable :class:`RunJob`:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,12 +31,13 @@ from typing import Any
 
 from rich.console import Console
 
-from calibench.errors import UsageError
+from calibench.errors import TrainingInterrupted, UsageError
 from calibench.runner.execute import RunOutcome, describe, execute_run, skipped
 from calibench.runner.plan import PlannedRun
 from calibench.runner.view import LiveView
 from calibench.spec import RunSpec
 from calibench.status import Action, Outcome, next_action
+from calibench.training import CHECKPOINT_EVERY_S
 
 # -- the executor interface -----------------------------------------------------------------------
 OnDone = Callable[[RunSpec, RunOutcome], None]
@@ -47,6 +53,7 @@ class RunJob:
     retry_diverged: bool = False
     compile: bool = False
     threads: int | None = None
+    checkpoint_every: float = CHECKPOINT_EVERY_S
 
     def __call__(self, spec: RunSpec) -> RunOutcome:
         return execute_run(
@@ -57,6 +64,7 @@ class RunJob:
             retry_diverged=self.retry_diverged,
             compile=self.compile,
             threads=self.threads,
+            checkpoint_every=self.checkpoint_every,
         )
 
 
@@ -97,6 +105,11 @@ def visible_gpus(device: str) -> list[str]:
     """CUDA device ids a local sweep may use: none for ``cpu``, else every visible GPU."""
     if device == "cpu" or device.startswith("cuda:"):
         return []
+    return _cuda_ids()
+
+
+def _cuda_ids() -> list[str]:
+    """The ids of the visible CUDA devices, as ``CUDA_VISIBLE_DEVICES`` names them."""
     try:
         import torch
 
@@ -108,61 +121,198 @@ def visible_gpus(device: str) -> list[str]:
     return ids[:count] if ids else [str(i) for i in range(count)]
 
 
-def _claim_gpu(queue: multiprocessing.Queue) -> None:
-    """Worker initializer: pin this worker process to one GPU before CUDA starts."""
+def device_workers(device: str, runs_per_device: int = 1) -> list[str]:
+    """The worker processes of a local sweep, as the GPU id each one sees (``""``: none, a CPU
+    worker): ``runs_per_device`` per visible GPU (per the one GPU ``cuda:K`` names); on the
+    CPU, ``runs_per_device`` workers, or none (the runs go one after another in this process)."""
+    if not isinstance(runs_per_device, int) or runs_per_device < 1:
+        raise UsageError(f"--runs-per-device must be a positive integer, got {runs_per_device!r}")
+    gpus = visible_gpus(device)
+    if device.startswith("cuda:") and runs_per_device > 1:
+        ids, index = _cuda_ids(), device.partition(":")[2]
+        if not index.isdigit() or int(index) >= len(ids):
+            raise UsageError(f"device {device!r} does not exist: {len(ids)} CUDA device(s)")
+        gpus = [ids[int(index)]]
+    if not gpus:
+        return [""] * runs_per_device if runs_per_device > 1 else []
+    return [gpu for gpu in gpus for _ in range(runs_per_device)]
+
+
+def default_cpu_threads() -> int:
+    """torch's intra-op thread count in this process: what a run uses without ``--cpu-threads``."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+# What a worker process knows about itself (set by its initializer; see LocalExecutor._run_pool).
+_STOPPING = threading.Event()  # no new run may start: a stop signal came, or the parent died
+_IDLE = threading.Event()  # no run in progress
+_IDLE.set()
+
+
+def _start_worker(queue: multiprocessing.Queue, parent: int) -> None:
+    """Worker initializer: pin this worker process to its GPU before CUDA starts (``""``: none),
+    leave Ctrl-C to the parent (it stops the workers with SIGTERM), turn SIGTERM into a clean
+    stop, and watch the parent."""
     os.environ["CUDA_VISIBLE_DEVICES"] = queue.get()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _worker_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM in a worker: no new run; a run in progress stops (the trainer calls this after
+    its checkpoint; elsewhere the run stops at once, resumable from its last checkpoint)."""
+    _STOPPING.set()
+    if not _IDLE.is_set():
+        raise TrainingInterrupted(signum)
+
+
+def _watch_parent(parent: int, poll_s: float = 1.0) -> None:
+    """If the parent dies (even by SIGKILL), stop this worker's run cleanly and exit, instead
+    of finishing it and waiting forever for work that will not come."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    _STOPPING.set()
+    if not _IDLE.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+        _IDLE.wait()
+    os._exit(1)
+
+
+def _work(job: RunJob, spec: RunSpec) -> RunOutcome:
+    """One run in a worker process, unless the sweep is stopping."""
+    _IDLE.clear()
+    try:
+        if _STOPPING.is_set():  # checked once busy: a SIGTERM from now on raises in the run
+            raise TrainingInterrupted(signal.SIGTERM, "before the run started")
+        return job(spec)
+    except KeyboardInterrupt:
+        _STOPPING.set()
+        raise
+    finally:
+        _IDLE.set()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """In the main thread: SIGTERM stops this process like Ctrl-C (a :class:`TrainingInterrupted`,
+    which the trainer raises only after its checkpoint)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise TrainingInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class LocalExecutor(Executor):
-    """Runs in this process one after another, or with ``workers`` (GPU ids), one spawned worker
-    process per id, each seeing only its GPU through ``CUDA_VISIBLE_DEVICES``."""
+    """Runs in this process one after another, or with ``workers`` (GPU ids, ``""`` for a CPU
+    worker), one spawned worker process per entry, each seeing only its GPU through
+    ``CUDA_VISIBLE_DEVICES``. With ``runs_per_device`` N, N workers share each device; CPU
+    workers then get ``cpu_threads // N`` torch threads each (at least 1), ``cpu_threads``
+    being the job's ``threads`` or torch's default here.
+
+    Every run still owns its folder and lock, and writes its record itself, so whatever
+    happens to this process later, a finished run's record is on disk. Ctrl-C or SIGTERM here
+    sends SIGTERM to the workers: each checkpoints at the end of its current step and stops;
+    runs that finish meanwhile are still reported. A worker whose parent dies (SIGKILL) stops
+    its run the same way and exits.
+    """
 
     name = "local"
 
-    def __init__(self, workers: Sequence[str] = ()) -> None:
+    def __init__(self, workers: Sequence[str] = (), runs_per_device: int = 1) -> None:
         self.workers = list(workers)
+        self.runs_per_device = runs_per_device
 
     @classmethod
     def from_options(
-        cls, *, device: str = "auto", results_dir: Path | str = ".", **options: Any
+        cls,
+        *,
+        device: str = "auto",
+        results_dir: Path | str = ".",
+        runs_per_device: int = 1,
+        **options: Any,
     ) -> LocalExecutor:
-        """One worker per visible GPU unless ``device`` is ``cpu`` or names one GPU."""
-        return cls(visible_gpus(device), **options)
+        """``runs_per_device`` workers per visible GPU unless ``device`` is ``cpu`` or names one
+        GPU; on the CPU, ``runs_per_device`` workers (1: this process)."""
+        workers = device_workers(device, runs_per_device)
+        return cls(workers, runs_per_device, **options)
+
+    @property
+    def on_gpus(self) -> bool:
+        return any(self.workers)
 
     def describe(self) -> str:
-        if len(self.workers) > 1:
-            return f"local, {len(self.workers)} worker processes (GPUs {','.join(self.workers)})"
+        n = len(self.workers)
+        if n > 1 and self.on_gpus:
+            gpus = ",".join(dict.fromkeys(self.workers))
+            return f"local, {n} worker processes ({self.runs_per_device} per GPU, GPUs {gpus})"
+        if n > 1:
+            return f"local, {n} worker processes sharing the CPU"
         return "local, sequential"
+
+    def worker_job(self, job: RunJob) -> RunJob:
+        """``job`` as the workers run it: on the GPUs (``cuda``), or on the CPU with its share of
+        the threads."""
+        if self.on_gpus:
+            return replace(job, device="cuda") if job.device == "auto" else job
+        threads = max(1, (job.threads or default_cpu_threads()) // self.runs_per_device)
+        return replace(job, device="cpu", threads=threads)
 
     def run(self, specs: Sequence[RunSpec], job: RunJob, on_done: OnDone) -> None:
         if len(self.workers) <= 1:
             for spec in specs:
                 on_done(spec, job(spec))
             return
-        self._run_pool(specs, job, on_done)
+        self._run_pool(specs, self.worker_job(job), on_done)
 
     def _run_pool(self, specs: Sequence[RunSpec], job: RunJob, on_done: OnDone) -> None:
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
         for gpu in self.workers:
             queue.put(gpu)
-        if job.device == "auto":
-            job = replace(job, device="cuda")
         pool = ProcessPoolExecutor(
-            max_workers=len(self.workers), mp_context=ctx, initializer=_claim_gpu, initargs=(queue,)
+            max_workers=len(self.workers),
+            mp_context=ctx,
+            initializer=_start_worker,
+            initargs=(queue, os.getpid()),
         )
-        futures = {pool.submit(job, spec): spec for spec in specs}
+        futures = {pool.submit(_work, job, spec): spec for spec in specs}
+        pending = set(futures)
+
+        def report(done: set[Future[RunOutcome]], stopping: bool = False) -> None:
+            for future in done:
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    outcome = lost(futures[future], "a worker process died (rerun to resume)")
+                except (KeyboardInterrupt, Exception):
+                    if not stopping:
+                        raise
+                    continue  # stopped by us: resumable, nothing to report
+                on_done(futures[future], outcome)
+
         try:
-            pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        outcome = future.result()
-                    except BrokenProcessPool:
-                        outcome = lost(futures[future], "a worker process died (rerun to resume)")
-                    on_done(futures[future], outcome)
+                report(done)
         except KeyboardInterrupt:
+            for future in pending:
+                future.cancel()
+            for pid in list(getattr(pool, "_processes", None) or {}):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            running = {f for f in pending if not f.cancelled()}
+            report(wait(running).done, stopping=True)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
@@ -204,6 +354,7 @@ def make_executor(name: str, **options: Any) -> Executor:
 class SweepResult:
     outcomes: list[RunOutcome] = field(default_factory=list)
     interrupted: bool = False
+    signum: int = signal.SIGINT  # the signal that interrupted the sweep
 
     @property
     def failed(self) -> list[RunOutcome]:
@@ -211,7 +362,8 @@ class SweepResult:
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else 1 if self.failed else 0
+        """128 + the signal when interrupted (130: Ctrl-C, 143: SIGTERM), 1 if a run failed."""
+        return 128 + self.signum if self.interrupted else 1 if self.failed else 0
 
 
 def run_sweep(
@@ -224,8 +376,9 @@ def run_sweep(
 ) -> SweepResult:
     """Execute every run of ``plan`` that needs it; outcomes come back in plan order.
 
-    Ctrl-C stops the executor; finished records and the latest checkpoints stay on disk, and
-    the result says ``interrupted``.
+    Ctrl-C or SIGTERM stops the executor (a training run checkpoints at the end of its
+    current step first); finished records and the latest checkpoints stay on disk, and the
+    result says ``interrupted``.
     """
     console = console or Console()
     by_id: dict[str, RunOutcome] = {}
@@ -233,7 +386,7 @@ def run_sweep(
     for run in plan:
         if run not in todo:
             by_id[run.run_id] = skipped(run)
-    interrupted = False
+    interrupted, signum = False, int(signal.SIGINT)
     with LiveView(todo, console, live=live and console.is_terminal) as view:
 
         def on_done(spec: RunSpec, outcome: RunOutcome) -> None:
@@ -242,8 +395,9 @@ def run_sweep(
 
         try:
             if todo:
-                executor.run([r.spec for r in todo], job, on_done)
-        except KeyboardInterrupt:
-            interrupted = True
+                with _sigterm_interrupts():
+                    executor.run([r.spec for r in todo], job, on_done)
+        except KeyboardInterrupt as exc:
+            interrupted, signum = True, getattr(exc, "signum", signum)
     outcomes = [by_id[r.run_id] for r in plan if r.run_id in by_id]
-    return SweepResult(outcomes, interrupted)
+    return SweepResult(outcomes, interrupted, signum)

@@ -59,8 +59,15 @@ class RayExecutor(Executor):
         results_dir: Path | str = ".",
         address: str | None = None,
         max_retries: int = 3,
+        runs_per_device: int = 1,
     ) -> RayExecutor:
-        """The command line's ``--ray-address`` and ``--ray-max-retries``."""
+        """The command line's ``--ray-address`` and ``--ray-max-retries``; ``--runs-per-device``
+        is refused (one task per run, each with a GPU or its ``--cpu-threads`` CPUs)."""
+        if runs_per_device != 1:
+            raise UsageError(
+                "--runs-per-device is for the local executor; the ray executor gives each run "
+                "its own GPU (or --cpu-threads CPUs): use --executor local on one machine"
+            )
         return cls(address, max_retries=max_retries)
 
     def describe(self) -> str:

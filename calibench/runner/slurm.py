@@ -2,7 +2,10 @@
 
 Each task is :class:`submitit.helpers.Checkpointable`: on preemption or timeout submitit
 requeues it with the same arguments, and the run resumes from the latest checkpoint in its
-folder. Needs ``pip install 'calibench[slurm]'`` and a results folder on a shared filesystem.
+folder. The batch script asks SLURM for ``--signal=USR2@<SIGNAL_DELAY_S>``: SIGUSR2 that many
+seconds before the time limit. The trainer then checkpoints at the end of its current step and
+only then hands the signal to submitit's handler, which requeues the job and exits; SIGTERM
+(preemption) likewise checkpoints first, then training goes on until SLURM stops it. Needs ``pip install 'calibench[slurm]'`` and a results folder on a shared filesystem.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from calibench.errors import UsageError
 from calibench.runner.execute import RunOutcome
 from calibench.runner.executors import Executor, OnDone, RunJob, lost
 from calibench.spec import RunSpec
+
+#: Seconds before the time limit at which SLURM sends SIGUSR2: time to finish the current step
+#: and write one checkpoint (a ResNet-50 one is about 190 MB) on a slow shared filesystem.
+SIGNAL_DELAY_S = 90
 
 try:
     from submitit.helpers import Checkpointable
@@ -59,7 +66,12 @@ class SlurmExecutor(Executor):
         self.max_num_timeout = max_num_timeout
         self.cluster = cluster
         self.poll_s = poll_s
-        self.parameters = {"timeout_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 8}
+        self.parameters = {
+            "timeout_min": 24 * 60,
+            "gpus_per_node": 1,
+            "cpus_per_task": 8,
+            "slurm_signal_delay_s": SIGNAL_DELAY_S,
+        }
         self.parameters.update(parameters)
         self.jobs: list[Any] = []
 
@@ -72,8 +84,16 @@ class SlurmExecutor(Executor):
         array_parallelism: int = 16,
         partition: str | None = None,
         timeout_min: int = 24 * 60,
+        runs_per_device: int = 1,
     ) -> SlurmExecutor:
-        """Submitit logs under ``results_dir/.submitit``; no GPU asked for with ``device="cpu"``."""
+        """Submitit logs under ``results_dir/.submitit``; no GPU asked for with ``device="cpu"``.
+        ``--runs-per-device`` is refused: each array task is one run with its own GPU."""
+        if runs_per_device != 1:
+            raise UsageError(
+                "--runs-per-device is for the local executor; each SLURM array task runs one run "
+                "on its own GPU (to share a GPU, run 'calibench run --executor local "
+                "--runs-per-device N' inside one allocation)"
+            )
         params: dict[str, Any] = {"timeout_min": timeout_min}
         if partition:
             params["slurm_partition"] = partition

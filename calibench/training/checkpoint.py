@@ -1,6 +1,8 @@
-"""Per-epoch checkpoints: atomic writes, ``weights_only`` loads, corrupt files set aside.
+"""Checkpoints: atomic writes, ``weights_only`` loads, corrupt files set aside.
 
-A checkpoint is ``<dir>/epoch-NNNN.pt`` (NNNN = epochs completed), a dict of tensors and plain
+A checkpoint is ``<dir>/epoch-NNNN.pt`` (NNNN = epochs completed) or, taken in the middle of an
+epoch, ``<dir>/epoch-NNNN-step-SSSSSS.pt`` (NNNN epochs and SSSSSS steps of the next epoch
+done); files order by ``(epochs, steps)``. A checkpoint is a dict of tensors and plain
 Python values only, so that ``torch.load(weights_only=True)`` can read it (no pickled objects).
 Writes are atomic: the file is written to a temporary file in the same directory, flushed and
 fsync'ed, then ``os.replace``'d onto its name, and the directory is fsync'ed; a process killed
@@ -34,6 +36,7 @@ __all__ = [
     "CorruptCheckpointWarning",
     "capture_rng_state",
     "checkpoint_path",
+    "checkpoint_position",
     "list_checkpoints",
     "load_checkpoint",
     "load_latest_checkpoint",
@@ -51,44 +54,56 @@ REQUIRED = {
     "rng": dict,
     "spec": dict,
 }
-_NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
+_NAME = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{6,}))?\.pt$")
 
 
 class CorruptCheckpointWarning(UserWarning):
     """A corrupt checkpoint was found and renamed to ``*.corrupt``."""
 
 
-def checkpoint_path(directory: Path, epoch: int) -> Path:
-    """``directory / "epoch-NNNN.pt"``: the checkpoint after ``epoch`` completed epochs."""
-    return Path(directory) / f"epoch-{epoch:04d}.pt"
+def checkpoint_path(directory: Path, epoch: int, step: int = 0) -> Path:
+    """``directory / "epoch-NNNN.pt"``: the checkpoint after ``epoch`` completed epochs, or with
+    ``step > 0``, ``epoch-NNNN-step-SSSSSS.pt``: after ``step`` more steps of epoch ``epoch + 1``."""
+    name = f"epoch-{epoch:04d}" + (f"-step-{step:06d}" if step else "")
+    return Path(directory) / f"{name}.pt"
+
+
+def checkpoint_position(path: Path) -> tuple[int, int] | None:
+    """``(epochs, steps)`` that a checkpoint file's name says it holds, or None if not one."""
+    m = _NAME.match(Path(path).name)
+    return None if m is None else (int(m.group(1)), int(m.group(2) or 0))
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    """``(epoch, path)`` of every checkpoint file in ``directory``, oldest first."""
+    """``(epoch, path)`` of every checkpoint file in ``directory``, oldest first (by epochs, then
+    steps: a mid-epoch checkpoint comes after its epoch's checkpoint and before the next)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     found = []
     for path in directory.iterdir():
-        m = _NAME.match(path.name)
-        if m and path.is_file():
-            found.append((int(m.group(1)), path))
-    return sorted(found)
+        position = checkpoint_position(path)
+        if position and path.is_file():
+            found.append((position, path))
+    return [(position[0], path) for position, path in sorted(found)]
 
 
-def save_checkpoint(directory: Path, epoch: int, state: dict[str, Any], *, keep: int = 2) -> Path:
-    """Atomically write ``state`` as the checkpoint of ``epoch``; keep only the newest ``keep``.
+def save_checkpoint(
+    directory: Path, epoch: int, state: dict[str, Any], *, keep: int = 2, step: int = 0
+) -> Path:
+    """Atomically write ``state`` as the checkpoint after ``epoch`` epochs and ``step`` steps of
+    the next; keep only the newest ``keep``.
 
-    ``state`` must hold the :data:`REQUIRED` fields (``format`` and ``epoch`` are filled in) and
-    only tensors and plain Python values.
+    ``state`` must hold the :data:`REQUIRED` fields (``format``, ``epoch`` and ``step`` are
+    filled in) and only tensors and plain Python values.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {**state, "format": FORMAT_VERSION, "epoch": epoch}
+    state = {**state, "format": FORMAT_VERSION, "epoch": epoch, "step": step}
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint state lacks field(s) {', '.join(missing)}")
-    final = checkpoint_path(directory, epoch)
+    final = checkpoint_path(directory, epoch, step)
     atomic_write(final, lambda f: torch.save(state, f))
     for _, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
@@ -118,10 +133,14 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
         raise CheckpointError(
             f"checkpoint {path} has format {state['format']}, expected {FORMAT_VERSION}"
         )
-    m = _NAME.match(path.name)
-    if m and int(m.group(1)) != state["epoch"]:
+    position = checkpoint_position(path)
+    step = state.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"checkpoint {path} lacks a valid 'step' field")
+    if position and position != (state["epoch"], step):
         raise CheckpointError(
-            f"checkpoint {path} holds epoch {state['epoch']}, which disagrees with its name"
+            f"checkpoint {path} holds epoch {state['epoch']}, step {step}, which disagrees "
+            "with its name"
         )
     if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         raise CheckpointError(f"checkpoint {path} has a model state that is not all tensors")

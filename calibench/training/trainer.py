@@ -38,20 +38,33 @@ buffer that is empty when the loss is built may be sized on first use (``cals`` 
 multiplier per class): a checkpoint's loss state is checked against the fresh loss's buffer
 names and the shapes of its non-empty buffers.
 
-Every epoch ends with an atomic checkpoint in ``run_dir/checkpoints/`` (model, optimizer,
-scheduler, the loss's ``state_dict()``, every RNG state, the loader's seed and next epoch, the
-history). Calling ``train``
-again with the same spec and ``run_dir`` resumes from the newest good checkpoint, and on CPU
-ends bit-identical to an uninterrupted run, because each epoch's shuffle and augmentation come
-from a generator seeded by ``(seed, epoch)``.
+Checkpoints are atomic files in ``run_dir/checkpoints/`` (model, optimizer, scheduler, the
+loss's ``state_dict()``, every RNG state, the loader's seed, epoch and step, the history, and
+mid-epoch the epoch's running loss sum), written by time (:class:`_Checkpoints`): after a step
+or an epoch once at least ``checkpoint_every`` seconds (default 300) have passed since the last
+one (``0``: at the end of every epoch), always after the last epoch, and on a clean stop.
+A clean stop is a SIGINT (Ctrl-C), SIGTERM or SIGUSR2 (SLURM's warning before a time limit):
+the handler only sets a flag; the loop checkpoints at the end of the current step (mid-epoch if
+need be) and raises :class:`~calibench.errors.TrainingInterrupted`, or, if a Python handler was
+installed for that signal before ``train`` (submitit's USR2 handler requeues the job), calls it
+and goes on if it returns. A second Ctrl-C stops at once. Handlers are installed only in the
+main thread and never over an ignored signal. Calling ``train`` again with the same spec and
+``run_dir`` resumes from the newest good checkpoint, and on CPU ends bit-identical to an
+uninterrupted run: each epoch's shuffle and augmentation are drawn at its start from a
+generator seeded by ``(seed, epoch)``, so a mid-epoch resume replays the epoch and skips the
+steps done.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,12 +75,13 @@ from torch import nn
 
 from calibench.data.datasets import ImageDataset
 from calibench.data.pipeline import DeviceLoader
-from calibench.errors import ProtocolError, UsageError
+from calibench.errors import ProtocolError, TrainingInterrupted, UsageError
 from calibench.losses.base import CalibrationLoss, loss_state, predictive_logits_of
 from calibench.protocols import OVERRIDES, Protocol, load_protocol
 from calibench.registry import create_backbone, create_dataset, create_loss
 from calibench.spec import RunSpec, canonical_json
 from calibench.status import RecordStatus
+from calibench.training import CHECKPOINT_EVERY_S
 from calibench.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -165,11 +179,16 @@ def train(
     data_root: str | Path | None = None,
     compile: bool = False,
     progress: TrainCallback | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY_S,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainResult:
     """Train the model of ``spec`` into ``run_dir`` (resuming from its checkpoints), see module doc.
 
     ``progress`` receives the callbacks of :class:`~calibench.training.progress.TrainCallback`
     (:class:`~calibench.training.progress.RichProgress` draws a bar); ``None`` reports nothing.
+    ``checkpoint_every``: seconds between checkpoints, by ``clock`` (``0``: every epoch); an
+    execution setting, not part of the spec. Raises :class:`~calibench.errors.TrainingInterrupted`
+    after checkpointing on a stop signal.
     """
     if not isinstance(spec, RunSpec):
         raise UsageError(f"train() needs a RunSpec, got {type(spec).__name__}")
@@ -178,13 +197,17 @@ def train(
             f"train(progress=...) needs a TrainCallback or None, got {type(progress).__name__}"
         )
     callback = progress if progress is not None else TrainCallback()
+    if not isinstance(checkpoint_every, (int, float)) or not checkpoint_every >= 0:
+        raise UsageError(f"checkpoint_every must be >= 0 seconds, got {checkpoint_every!r}")
     dev = resolve_device(device)
     protocol = effective_protocol(spec)
     dataset, loader = _load_data(spec, protocol, dev, data_root)
     with backend_flags(dev):
         run = _build(spec, protocol, dataset, loader, dev, compile, Path(run_dir) / CHECKPOINT_DIR)
         _resume(run)
-        return _train_epochs(run, callback)
+        checkpoints = _Checkpoints(float(checkpoint_every), clock)
+        with checkpoints.stop_signals():
+            return _train_epochs(run, callback, checkpoints)
 
 
 def _load_data(
@@ -247,6 +270,8 @@ class _Run:
     loss_history: list[dict[str, Any]] = field(default_factory=list)
     seconds_before: float = 0.0  # training seconds of earlier calls
     checkpoint: Path | None = None  # the newest good checkpoint
+    resume_step: int = 0  # steps of epoch start + 1 done before this call (mid-epoch checkpoint)
+    resume_loss_sum: torch.Tensor | None = None  # that epoch's loss sum over those steps
 
 
 def _build(
@@ -301,6 +326,7 @@ def _resume(run: _Run) -> None:
     run.loss_history = list(state.get("loss_history", []))
     run.start = state["epoch"]
     run.seconds_before = float(state.get("train_seconds_total", 0.0))
+    run.resume_step, run.resume_loss_sum = state.get("step", 0), state.get("epoch_loss_sum")
 
 
 def _checker(run: _Run) -> Callable[[dict[str, Any]], None]:
@@ -348,10 +374,10 @@ def _checker(run: _Run) -> Callable[[dict[str, Any]], None]:
     return check
 
 
-def _train_epochs(run: _Run, callback: TrainCallback) -> TrainResult:
+def _train_epochs(run: _Run, callback: TrainCallback, checkpoints: _Checkpoints) -> TrainResult:
     """The epoch loop from ``run.start``: train an epoch, report it, stop at a non-finite loss,
-    else step the LR schedule and checkpoint. ``callback`` hears every step and the end
-    (``FAILED`` when an exception propagates)."""
+    else step the LR schedule and checkpoint when ``checkpoints`` says so (also mid-epoch).
+    ``callback`` hears every step and the end (``FAILED`` when an exception propagates)."""
     spec, epochs, steps = run.spec, run.protocol.train.epochs, len(run.loader)
     label = f"{spec.loss_label} {spec.backbone} seed={spec.seed}"
     callback.on_train_start(
@@ -360,13 +386,20 @@ def _train_epochs(run: _Run, callback: TrainCallback) -> TrainResult:
     status, last, diverged_loss = RecordStatus.COMPLETED, max(run.start, epochs), None
     seconds, images = 0.0, 0
     epoch = min(run.start + 1, epochs)
+
+    def mid_epoch(step: int, loss_sum: torch.Tensor, epoch_seconds: float) -> None:
+        if checkpoints.due():
+            total = run.seconds_before + seconds + epoch_seconds
+            run.checkpoint = checkpoints.saved(_save(run, epoch - 1, total, step, loss_sum))
+            checkpoints.stop_if_asked(f"epoch {epoch}, step {step}")
+
     try:
         run.model.train()
         for epoch in range(run.start + 1, epochs + 1):
-            loss, dt = _epoch(run, epoch, callback)
+            loss, dt, done = _epoch(run, epoch, callback, mid_epoch)
             seconds += dt
-            images += run.loader.num_samples
-            img_per_s = run.loader.num_samples / dt if dt > 0 else float("inf")
+            images += done * run.loader.batch_size
+            img_per_s = done * run.loader.batch_size / dt if dt > 0 else float("inf")
             callback.on_epoch_end(epoch, epochs, loss, img_per_s)
             if not math.isfinite(loss):
                 status, last, diverged_loss = RecordStatus.DIVERGED, epoch, loss
@@ -374,7 +407,10 @@ def _train_epochs(run: _Run, callback: TrainCallback) -> TrainResult:
             run.scheduler.step()
             run.history.append(loss)
             _loss_epoch_end(run, epoch)
-            run.checkpoint = _save(run, epoch, run.seconds_before + seconds)
+            if checkpoints.due(epoch_end=True, last=epoch == epochs):
+                total = run.seconds_before + seconds
+                run.checkpoint = checkpoints.saved(_save(run, epoch, total))
+                checkpoints.stop_if_asked(f"the end of epoch {epoch}")
     except BaseException:
         callback.on_train_end(RecordStatus.FAILED, epoch)
         raise
@@ -402,20 +438,109 @@ def _train_epochs(run: _Run, callback: TrainCallback) -> TrainResult:
     )
 
 
-def _epoch(run: _Run, epoch: int, callback: TrainCallback) -> tuple[float, float]:
-    """Train epoch ``epoch`` (1-based): its mean per-sample loss and its seconds.
+def _epoch(
+    run: _Run,
+    epoch: int,
+    callback: TrainCallback,
+    after_step: Callable[[int, torch.Tensor, float], None],
+) -> tuple[float, float, int]:
+    """Train epoch ``epoch`` (1-based): its mean per-sample loss, its seconds (without the time
+    spent in ``after_step``) and the steps done in this call.
 
-    The loss sum stays on the device; reading it at the end is the epoch's one host sync.
+    A run resumed from a mid-epoch checkpoint replays the epoch's draws and skips the steps
+    done. ``after_step(step, loss_sum, seconds)`` runs after every step but the last (the
+    mid-epoch checkpoint). The loss sum stays on the device; reading it at the end is the
+    epoch's one host sync.
     """
     run.loader.set_epoch(epoch - 1)
     steps = len(run.loader)
-    loss_sum = torch.zeros((), device=run.device)
-    t0 = time.perf_counter()
-    for step, (x, y) in enumerate(run.loader, 1):
+    first, loss_sum = 0, torch.zeros((), device=run.device)
+    if epoch == run.start + 1 and run.resume_step:
+        first, saved = run.resume_step, run.resume_loss_sum
+        loss_sum = saved.to(run.device).clone() if saved is not None else loss_sum
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = itertools.islice(
+        iter(run.loader), first, None
+    )
+    t0, outside = time.perf_counter(), 0.0
+    for step, (x, y) in enumerate(batches, first + 1):
         loss_sum += run.step(x, y)
         callback.on_step(epoch, step, steps)
+        if step < steps:
+            t1 = time.perf_counter()
+            after_step(step, loss_sum, t1 - t0 - outside)
+            outside += time.perf_counter() - t1
     mean_loss = float(loss_sum) / steps
-    return mean_loss, time.perf_counter() - t0
+    return mean_loss, time.perf_counter() - t0 - outside, steps - first
+
+
+class _Checkpoints:
+    """When to checkpoint, and the clean stop (see the module doc).
+
+    :meth:`due` after a step or an epoch: a stop was asked, it is the last epoch, or ``every``
+    seconds of ``clock`` have passed since the last checkpoint (``every == 0``: at every epoch
+    end, never mid-epoch). :meth:`saved` restarts the interval after one;
+    :meth:`stop_if_asked` then ends the run if a stop signal came.
+    """
+
+    SIGNALS = tuple(
+        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name)
+    )
+
+    def __init__(self, every: float, clock: Callable[[], float]) -> None:
+        self.every, self.clock = every, clock
+        self.last = clock()
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def due(self, *, epoch_end: bool = False, last: bool = False) -> bool:
+        if self.signum is not None or last:
+            return True
+        if self.every == 0:
+            return epoch_end
+        return self.clock() - self.last >= self.every
+
+    def saved(self, path: Path) -> Path:
+        """Note that a checkpoint was just written to ``path``: the interval restarts."""
+        self.last = self.clock()
+        return path
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        if signum == self.signum == signal.SIGINT:  # a second Ctrl-C: stop now, no checkpoint
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    @contextmanager
+    def stop_signals(self) -> Iterator[None]:
+        """Route the stop signals to :meth:`on_signal` while training (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        for signum in self.SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is not None and handler != signal.SIG_IGN:  # None: not set from Python
+                self.previous[signum] = handler
+                signal.signal(signum, self.on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
+
+    def stop_if_asked(self, where: str) -> None:
+        """After a checkpoint: raise :class:`TrainingInterrupted` if a stop signal came; or, if a
+        Python handler owned that signal before ``train``, call it (submitit's USR2 handler
+        requeues the job and exits) and go on training if it returns."""
+        signum, self.signum = self.signum, None
+        if signum is None:
+            return
+        previous = self.previous.get(signum)
+        if callable(previous) and previous is not signal.default_int_handler:
+            try:
+                previous(signum, None)
+            except TrainingInterrupted:
+                raise TrainingInterrupted(signum, where) from None
+            return
+        raise TrainingInterrupted(signum, where)
 
 
 def _loss_epoch_end(run: _Run, epoch: int) -> None:
@@ -435,8 +560,16 @@ def _loss_epoch_end(run: _Run, epoch: int) -> None:
     run.loss_history.append({"epoch": epoch, **loss_state(run.criterion)})
 
 
-def _save(run: _Run, epoch: int, seconds_total: float) -> Path:
-    """Checkpoint ``run`` after ``epoch`` epochs: everything :func:`_resume` restores."""
+def _save(
+    run: _Run,
+    epoch: int,
+    seconds_total: float,
+    step: int = 0,
+    epoch_loss_sum: torch.Tensor | None = None,
+) -> Path:
+    """Checkpoint ``run`` after ``epoch`` epochs (and ``step`` steps of the next, whose loss sum
+    is ``epoch_loss_sum``): everything :func:`_resume` restores."""
+    mid_epoch = {"epoch_loss_sum": epoch_loss_sum.detach().cpu()} if step else {}
     return save_checkpoint(
         run.checkpoints,
         epoch,
@@ -446,7 +579,7 @@ def _save(run: _Run, epoch: int, seconds_total: float) -> Path:
             "scheduler": run.scheduler.state_dict(),
             "loss": run.criterion.state_dict(),
             "rng": capture_rng_state(),
-            "loader": {"seed": run.spec.seed, "epoch": epoch},
+            "loader": {"seed": run.spec.seed, "epoch": epoch, "step": step},
             "history": list(run.history),
             "loss_history": list(run.loss_history),
             "spec": run.spec.to_dict(),
@@ -454,6 +587,8 @@ def _save(run: _Run, epoch: int, seconds_total: float) -> Path:
             "precision": run.step.precision,
             "device_type": run.device.type,
             "train_seconds_total": seconds_total,
+            **mid_epoch,
         },
         keep=KEEP_CHECKPOINTS,
+        step=step,
     )

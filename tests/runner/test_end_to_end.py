@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from calibench.protocols import load_protocol
 from calibench.records import load_record
 from calibench.runner.execute import RunOutcome
 from calibench.runner.executors import Executor, LocalExecutor, RunJob
@@ -134,6 +136,52 @@ def test_a_stateless_loss_records_no_loss_state_and_an_unused_val_split(referenc
     assert not (run_dir(ref_dir, specs[0]) / "loss_state.json").exists()
 
 
+def same_files(a: Path, b: Path, spec: RunSpec) -> bool:
+    """The run's two saved arrays files hold equal arrays in both results folders."""
+    import numpy as np
+
+    for name in ("test_predictions.npz", "ood_scores.npz"):
+        with np.load(run_dir(a, spec) / name) as x, np.load(run_dir(b, spec) / name) as y:
+            if sorted(x.files) != sorted(y.files):
+                return False
+            if not all(np.array_equal(x[k], y[k]) for k in x.files):
+                return False
+    return True
+
+
+def test_two_runs_per_cpu_match_a_sequential_sweep_with_the_same_threads_per_run(
+    reference, shared_data_dir, tmp_path, tmp_path_factory
+) -> None:
+    """``calibench run --runs-per-device 2 --cpu-threads 2``: two worker processes of one thread
+    each; its 4 records equal those of one-thread runs made one after another in-process."""
+    ref_dir, _ = reference
+    sequential = tmp_path_factory.mktemp("sequential4")
+    shutil.copytree(ref_dir, sequential, dirs_exist_ok=True)  # seeds 0 and 1 done
+    specs = specs_for(load_protocol("tiny"), [0, 1, 2, 3])
+    job = RunJob(str(sequential), "cpu", str(shared_data_dir), threads=1)
+    run_all(LocalExecutor(), specs, job)
+
+    cmd = [
+        sys.executable, "-m", "calibench", "run", "--losses", "ce", "--backbone", "resnet20",
+        "--dataset", "cifar10", "--ood", "gaussian", "--protocol", "tiny", "--seeds", "0-3",
+        "--data-root", str(shared_data_dir), "--results", str(tmp_path), "--device", "cpu",
+        "--cpu-threads", "2", "--runs-per-device", "2", "--no-live",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "2 worker processes sharing the CPU" in out
+    assert "4 completed, 0 skipped, 0 diverged, 0 failed" in out
+    pids = set()
+    for spec in specs:
+        assert comparable(tmp_path, spec) == comparable(sequential, spec)
+        assert same_files(tmp_path, sequential, spec)
+        for results in (tmp_path, sequential):
+            assert load_record(run_dir(results, spec))["timing"]["cpu_threads"] == 1
+        pids.add(attempts(run_dir(tmp_path, spec))[0]["pid"])
+    assert proc.pid not in pids and len(pids) <= 2  # the runs went to the worker processes
+
+
 def test_sweep_killed_with_sigkill_then_rerun_loses_and_duplicates_nothing(
     reference, shared_data_dir, tmp_path
 ) -> None:
@@ -142,7 +190,7 @@ def test_sweep_killed_with_sigkill_then_rerun_loses_and_duplicates_nothing(
         sys.executable, "-m", "calibench", "run", "--losses", "ce", "--backbone", "resnet20",
         "--dataset", "cifar10", "--ood", "gaussian", "--protocol", "tiny", "--seeds", "0,1",
         "--data-root", str(shared_data_dir), "--results", str(tmp_path), "--device", "cpu",
-        "--cpu-threads", "1", "--no-live",
+        "--cpu-threads", "1", "--checkpoint-every", "0", "--no-live",
     ]  # fmt: skip
     first, second = (run_dir(tmp_path, s) for s in specs)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -168,6 +216,61 @@ def test_sweep_killed_with_sigkill_then_rerun_loses_and_duplicates_nothing(
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "0 completed, 2 skipped" in again.stdout
+
+
+def test_killing_the_parent_of_worker_processes_stops_them_and_the_rerun_completes(
+    reference, shared_data_dir, tmp_path
+) -> None:
+    """SIGKILL of ``calibench run --runs-per-device 2``: its workers notice, checkpoint at the
+    end of their step and exit (no orphan trains on); the rerun ends with the reference records."""
+    ref_dir, specs = reference
+    cmd = [
+        sys.executable, "-m", "calibench", "run", "--losses", "ce", "--backbone", "resnet20",
+        "--dataset", "cifar10", "--ood", "gaussian", "--protocol", "tiny", "--seeds", "0,1",
+        "--data-root", str(shared_data_dir), "--results", str(tmp_path), "--device", "cpu",
+        "--cpu-threads", "2", "--runs-per-device", "2", "--no-live",
+    ]  # fmt: skip
+    dirs = [run_dir(tmp_path, s) for s in specs]
+
+    def training() -> bool:
+        progress = [read_json(d / PROGRESS) or {} for d in dirs]
+        return any(p.get("phase") == "train" and p.get("step") for p in progress)
+
+    def children(parent: int) -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(stat.parent.name))
+        return found
+
+    def alive(pid: int) -> bool:  # a zombie (exited, not yet reaped) counts as gone
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(training, 180, "a run training in a worker process")
+        workers = children(proc.pid)
+        assert len(workers) >= 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        wait_for(lambda: not any(alive(pid) for pid in workers), 120, "the workers to exit")
+    finally:
+        proc.kill()
+        proc.wait()
+    for directory in dirs:
+        assert (directory / RECORD).exists() or has_checkpoint(directory)
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for spec in specs:
+        assert comparable(tmp_path, spec) == comparable(ref_dir, spec)
 
 
 # -- Ray: a real multi-process cluster (head + one worker node, each its own raylet) ----------
@@ -208,7 +311,7 @@ def test_ray_retries_a_sigkilled_worker_and_resumes(
 
     (spec,) = specs_for(tiny_protocol, [0], epochs=4)
     directory = run_dir(tmp_path, spec)
-    job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1)
+    job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1, checkpoint_every=0)
     executor = RayExecutor(ray_cluster.address, max_retries=2)
     thread, box = in_thread(lambda: run_all(executor, [spec], job))
     pid = wait_for(lambda: first_checkpoint_pid(directory), 180, "the Ray task's first checkpoint")
@@ -232,14 +335,14 @@ def test_submitit_array_requeue_resumes_from_checkpoint(
     from calibench.runner.slurm import SlurmExecutor
 
     ref_dir, specs = reference
-    job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1)
+    job = RunJob(str(tmp_path), "cpu", str(shared_data_dir), threads=1, checkpoint_every=0)
     executor = SlurmExecutor(
         tmp_path / ".submitit", cluster="local", array_parallelism=2, poll_s=0.2, timeout_min=10
     )
     thread, box = in_thread(lambda: run_all(executor, specs, job))
     directory = run_dir(tmp_path, specs[0])
     pid = wait_for(lambda: first_checkpoint_pid(directory), 180, "the array task's checkpoint")
-    os.kill(pid, signal.SIGUSR2)  # what SLURM sends before preemption / timeout
+    os.kill(pid, signal.SIGUSR2)  # SLURM's warning: checkpoint at the next step, then requeue
     thread.join(300)
     assert not thread.is_alive()
     assert sorted(o.status for o in box[0]) == ["completed", "completed"], box[0]

@@ -54,7 +54,8 @@ CHILD = textwrap.dedent(
 
     Path(directory).mkdir(parents=True, exist_ok=True)
     train_and_record(RunSpec.from_dict(spec_dict), Path(directory), device="cpu",
-                     data_root=data_root, compile=False, progress=StopMidEpoch2())
+                     data_root=data_root, compile=False, progress=StopMidEpoch2(),
+                     checkpoint_every=0)  # a checkpoint at every epoch end
     """
 )
 
@@ -122,7 +123,9 @@ def test_cals_resumes_its_per_class_state_sized_on_first_use(
     tiny_protocol, shared_data_dir, tmp_path
 ) -> None:
     spec = spec_for(tiny_protocol, "cals")
-    full = train(spec, tmp_path / "full", device="cpu", data_root=shared_data_dir)
+    full = train(
+        spec, tmp_path / "full", device="cpu", data_root=shared_data_dir, checkpoint_every=0
+    )
     assert [h["epoch"] for h in full.loss_history] == [1, 2]
     assert len(full.loss_history[-1]["lambd"]) == 10
     assert max(full.loss_history[0]["lambd"]) > 1e-3  # the multipliers moved

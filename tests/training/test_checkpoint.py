@@ -14,6 +14,7 @@ from calibench.training.checkpoint import (
     CorruptCheckpointWarning,
     capture_rng_state,
     checkpoint_path,
+    checkpoint_position,
     list_checkpoints,
     load_checkpoint,
     load_latest_checkpoint,
@@ -117,6 +118,25 @@ def test_epoch_that_disagrees_with_the_file_name_is_corrupt(tmp_path: Path) -> N
         load_checkpoint(checkpoint_path(tmp_path, 5))
     with pytest.warns(CorruptCheckpointWarning):
         assert load_latest_checkpoint(tmp_path) is None
+
+
+def test_mid_epoch_checkpoints_order_between_epochs_and_keep_the_newest(tmp_path: Path) -> None:
+    for epoch, step in [(0, 7), (1, 0), (1, 12), (1, 3)]:
+        save_checkpoint(tmp_path, epoch, _state(epoch), step=step, keep=3)
+    names = [p.name for _, p in list_checkpoints(tmp_path)]
+    assert names == ["epoch-0001.pt", "epoch-0001-step-000003.pt", "epoch-0001-step-000012.pt"]
+    assert [checkpoint_position(tmp_path / n) for n in names] == [(1, 0), (1, 3), (1, 12)]
+    assert checkpoint_position(tmp_path / "epoch-1.pt") is None
+    path, state = load_latest_checkpoint(tmp_path)
+    assert path.name == "epoch-0001-step-000012.pt" and (state["epoch"], state["step"]) == (1, 12)
+    assert load_checkpoint(checkpoint_path(tmp_path, 1))["step"] == 0
+
+
+def test_step_that_disagrees_with_the_file_name_is_corrupt(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, _state(1), step=4)
+    checkpoint_path(tmp_path, 1, 4).rename(checkpoint_path(tmp_path, 1, 5))
+    with pytest.raises(CheckpointError, match="epoch 1, step 4, which disagrees with its name"):
+        load_checkpoint(checkpoint_path(tmp_path, 1, 5))
 
 
 def test_check_callback_can_reject_a_checkpoint(tmp_path: Path) -> None:

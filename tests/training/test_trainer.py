@@ -36,6 +36,7 @@ from calibench.status import RecordStatus
 from calibench.training.checkpoint import (
     CorruptCheckpointWarning,
     checkpoint_path,
+    checkpoint_position,
     list_checkpoints,
     load_checkpoint,
 )
@@ -45,6 +46,7 @@ from calibench.training.trainer import TrainResult, train
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CIFAR10_NPZ = REPO_ROOT.parent / "shared" / "data" / "cifar10.npz"
 SMALL = {"epochs": 2, "train_subset": 192, "batch_size": 64}  # 3 steps per epoch
+THREADS = torch.get_num_threads  # the reference's: bit-identity holds per thread count
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +93,9 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> TrainResult:
-    """An uninterrupted run of :func:`make_spec` ``()``."""
-    return run(make_spec(), tmp_path_factory.mktemp("reference"), data_root)
+    """An uninterrupted run of :func:`make_spec` ``()``, checkpointed after every epoch
+    (``checkpoint_every=0``)."""
+    return run(make_spec(), tmp_path_factory.mktemp("reference"), data_root, checkpoint_every=0)
 
 
 def test_reference_run_completes_and_checkpoints(reference: TrainResult) -> None:
@@ -106,7 +109,7 @@ def test_reference_run_completes_and_checkpoints(reference: TrainResult) -> None
     assert reference.timing["img_per_s"] > 0
     assert [e for e, _ in list_checkpoints(reference.checkpoint.parent)] == [1, 2]
     state = load_checkpoint(reference.checkpoint)
-    assert state["loader"] == {"seed": 0, "epoch": 2}
+    assert state["loader"] == {"seed": 0, "epoch": 2, "step": 0}
     assert state["spec"] == make_spec().to_dict()
     assert_same_weights(state["model"], reference.model.state_dict())
 
@@ -114,9 +117,11 @@ def test_reference_run_completes_and_checkpoints(reference: TrainResult) -> None
 def test_same_seed_gives_identical_weights(
     reference: TrainResult, tmp_path: Path, data_root: Path
 ) -> None:
-    again = run(make_spec(), tmp_path / "again", data_root)
+    again = run(make_spec(), tmp_path / "again", data_root, clock=lambda: 0.0)
     assert again.history == reference.history
     assert_same_weights(again.model.state_dict(), reference.model.state_dict())
+    # by time, with no time passing: only the final checkpoint (always written)
+    assert [e for e, _ in list_checkpoints(again.checkpoint.parent)] == [2]
     other = run(make_spec(seed=1, epochs=1, train_subset=64), tmp_path / "other", data_root)
     first = reference.model.state_dict()
     assert any(not torch.equal(v, first[k]) for k, v in other.model.state_dict().items())
@@ -141,7 +146,7 @@ CHILD = textwrap.dedent(
                 time.sleep(600)
 
     train(RunSpec.from_dict(spec_dict), run_dir, device="cpu", data_root=data_root,
-          progress=StopMidEpoch2())
+          progress=StopMidEpoch2(), checkpoint_every=0)
     """
 )
 
@@ -172,6 +177,127 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(
     assert resumed.resumed_from == 1 and resumed.status == "completed"
     assert resumed.history == reference.history
     assert_same_weights(resumed.model.state_dict(), reference.model.state_dict())
+
+
+TIMED_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import torch
+    from calibench.errors import TrainingInterrupted
+    from calibench.training.progress import TrainCallback
+    from calibench.training.trainer import train
+    from calibench.spec import RunSpec
+
+    spec_dict, run_dir, data_root, marker, threads = json.loads(sys.argv[1])
+    torch.set_num_threads(threads)
+    now = [0.0]
+
+    class TenSecondSteps(TrainCallback):  # the injected clock: every step lasts 10 s
+        def on_step(self, epoch, step, steps):
+            now[0] += 10.0
+            if (epoch, step) == (2, 2):
+                Path(marker).write_text("at epoch 2, step 2")
+                while not Path(marker + ".go").exists():  # until the test has signalled
+                    time.sleep(0.02)
+
+    try:
+        train(RunSpec.from_dict(spec_dict), run_dir, device="cpu", data_root=data_root,
+              progress=TenSecondSteps(), checkpoint_every=15, clock=lambda: now[0])
+    except TrainingInterrupted as exc:
+        print(exc)
+        sys.exit(100 + exc.signum)
+    """
+)
+
+
+def positions(run_dir: Path) -> list[tuple[int, int] | None]:
+    return [checkpoint_position(p) for _, p in list_checkpoints(run_dir / "checkpoints")]
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_time_based_checkpoints_survive_sigkill_and_sigterm_bit_identically(
+    how: str, reference: TrainResult, tmp_path: Path, data_root: Path
+) -> None:
+    """3 steps per epoch of 10 s each on the child's clock, a checkpoint every 15 s: after step
+    2 (t=20), none at the end of epoch 1 (t=30), after epoch 2 step 1 (t=40). The child stops
+    at epoch 2 step 2: SIGKILL loses that step, SIGTERM checkpoints it first; either way the
+    rerun ends bit-identical to the uninterrupted reference."""
+    spec = make_spec()
+    run_dir, marker = tmp_path / "run", tmp_path / "marker"
+    args = json.dumps([spec.to_dict(), str(run_dir), str(data_root), str(marker), THREADS()])
+    child = subprocess.Popen(
+        [sys.executable, "-c", TIMED_CHILD, args], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert child.poll() is None, "the training subprocess exited early"
+            assert time.monotonic() < deadline, "the training subprocess never reached epoch 2"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+        Path(f"{marker}.go").write_text("go")
+        out, _ = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if how == "sigkill":
+        assert child.returncode == -signal.SIGKILL
+        assert positions(run_dir) == [(0, 2), (1, 1)]
+    else:
+        assert child.returncode == 100 + signal.SIGTERM, out
+        assert "stopped by SIGTERM at epoch 2, step 2; checkpoint written" in out
+        assert positions(run_dir) == [(1, 1), (1, 2)]
+        state = load_checkpoint(run_dir / "checkpoints" / "epoch-0001-step-000002.pt")
+        assert state["loader"] == {"seed": 0, "epoch": 1, "step": 2} and state["step"] == 2
+
+    resumed = run(spec, run_dir, data_root)
+    assert resumed.resumed_from == 1 and resumed.status == "completed"
+    assert resumed.history == reference.history
+    assert_same_weights(resumed.model.state_dict(), reference.model.state_dict())
+
+
+@pytest.mark.parametrize("previous", ["requeue_and_exit", "ignore"])
+def test_a_stop_signal_goes_to_the_handler_installed_before_train_after_the_checkpoint(
+    previous: str, reference: TrainResult, tmp_path: Path, data_root: Path
+) -> None:
+    """submitit's SIGUSR2 handler requeues the job and exits; its SIGTERM handler only logs.
+    The trainer checkpoints first, then calls the handler, and trains on if it returns."""
+    calls: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        calls.append(signum)
+        if previous == "requeue_and_exit":
+            raise SystemExit(-1)
+
+    class Usr2AtStep2(TrainCallback):
+        def on_step(self, epoch: int, step: int, steps: int) -> None:
+            if (epoch, step) == (1, 2):
+                assert signal.getsignal(signal.SIGUSR2) is not handler
+                signal.raise_signal(signal.SIGUSR2)
+
+    old = signal.signal(signal.SIGUSR2, handler)
+    try:
+        if previous == "requeue_and_exit":
+            with pytest.raises(SystemExit):
+                run(make_spec(), tmp_path, data_root, progress=Usr2AtStep2(), clock=lambda: 0.0)
+            assert positions(tmp_path) == [(0, 2)]
+            resumed = run(make_spec(), tmp_path, data_root)
+        else:
+            resumed = run(make_spec(), tmp_path, data_root, progress=Usr2AtStep2())
+            assert positions(tmp_path) == [(0, 2), (2, 0)]
+        assert signal.getsignal(signal.SIGUSR2) is handler  # restored
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert calls == [signal.SIGUSR2]
+    assert resumed.history == reference.history
+    assert_same_weights(resumed.model.state_dict(), reference.model.state_dict())
+
+
+def test_checkpoint_every_must_be_non_negative(tmp_path: Path, data_root: Path) -> None:
+    with pytest.raises(UsageError, match="checkpoint_every must be >= 0"):
+        run(make_spec(), tmp_path, data_root, checkpoint_every=-1)
 
 
 def test_corrupt_last_checkpoint_is_set_aside_and_training_redone(
@@ -221,7 +347,7 @@ def test_non_finite_loss_marks_the_run_diverged(
 ) -> None:
     loss = FailsInEpoch2(steps=192 // 64)
     monkeypatch.setattr("calibench.training.trainer.create_loss", lambda name, **kw: loss)
-    result = run(make_spec(), tmp_path / "run", data_root)
+    result = run(make_spec(), tmp_path / "run", data_root, checkpoint_every=0)
     assert result.status == "diverged" and result.epoch == 2
     assert result.status is RecordStatus.DIVERGED
     assert len(result.history) == 1 and not np.isfinite(result.diverged_loss)
@@ -269,7 +395,9 @@ def test_an_error_reports_failed_then_propagates(
     monkeypatch.setattr("calibench.training.trainer.create_loss", lambda name, **kw: loss)
     spec = make_spec(train_subset=128)
     with pytest.raises(RuntimeError, match="boom in epoch 2"):
-        train(spec, tmp_path, device="cpu", data_root=data_root, progress=Ends())
+        train(
+            spec, tmp_path, device="cpu", data_root=data_root, progress=Ends(), checkpoint_every=0
+        )
     assert ends == [(RecordStatus.FAILED, 2)]
     assert [e for e, _ in list_checkpoints(tmp_path / "checkpoints")] == [1]
 
@@ -398,7 +526,7 @@ def test_a_stateful_loss_is_updated_each_epoch_checkpointed_and_restored(
         return made[-1]
 
     monkeypatch.setattr("calibench.training.trainer.create_loss", create)
-    full = run(make_spec(), tmp_path / "full", data_root)
+    full = run(make_spec(), tmp_path / "full", data_root, checkpoint_every=0)
     loss = made[-1]
     assert [(e, grad) for e, _, _, grad in loss.calls] == [(1, False), (2, False)]
     n_val = len(full.dataset.val.y)
