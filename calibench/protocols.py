@@ -682,6 +682,30 @@ def load_protocol(name_or_path: str | os.PathLike[str]) -> Protocol:
     return protocol
 
 
+def make_findable(protocol: Protocol) -> None:
+    """Let this process and the processes it starts load ``protocol`` by its name.
+
+    A run spec names its protocol, and every run (in a worker process, on Ray or SLURM too)
+    loads it by that name. For a protocol read from a ``.toml`` file outside
+    :func:`protocol_dirs`, this prepends the file's folder to ``$CALIBENCH_PROTOCOLS`` in
+    ``os.environ`` (inherited by child processes). Raises
+    :class:`~calibench.errors.ProtocolError` if the file is not named after the protocol.
+    """
+    path = protocol.path
+    if path is None:
+        return
+    if path.stem != protocol.name:
+        raise ProtocolError(
+            f"protocol file {path} declares name '{protocol.name}'; runs look their protocol "
+            f"up by name, so name the file '{protocol.name}.toml'"
+        )
+    found = _find(protocol.name)
+    if found is not None and found.resolve() == path.resolve():
+        return
+    dirs = [str(path.parent.resolve()), os.environ.get(PROTOCOLS_ENV, "")]
+    os.environ[PROTOCOLS_ENV] = os.pathsep.join(d for d in dirs if d)
+
+
 def list_protocols() -> list[Protocol]:
     """Every protocol found in :func:`protocol_dirs`, sorted by name (first directory wins)."""
     found: dict[str, Path] = {}

@@ -53,7 +53,10 @@ def run_cmd(
     ),
     seeds: str = typer.Option("0,1,2", "--seeds", "-s", help="Seeds: 0,1,2 or a range 0-4."),
     protocol: str = typer.Option(
-        "standard", "--protocol", "-p", help="standard | fast | smoke, or a protocol .toml file."
+        "standard",
+        "--protocol",
+        "-p",
+        help="standard | fast | smoke, or a protocol file NAME.toml (its name field NAME).",
     ),
     epochs: int = typer.Option(
         None, "--epochs", help="Override the protocol's epochs (a deviation)."
@@ -115,7 +118,7 @@ def run_cmd(
     """Run the benchmark sweep: every loss × backbone × dataset × seed, skipping finished runs."""
     from rich.console import Console
 
-    from calibench.protocols import load_protocol
+    from calibench.protocols import load_protocol, make_findable
     from calibench.runner.plan import (
         build_specs,
         default_results_dir,
@@ -129,6 +132,7 @@ def run_cmd(
 
     console = Console()
     proto = load_protocol(protocol)
+    make_findable(proto)  # runs load it by name, in this process and in workers
     proto, deviations = proto.with_overrides(epochs=epochs, train_subset=train_subset)
     # Every name is checked here, before any work.
     loss_choices = parse_losses(losses)

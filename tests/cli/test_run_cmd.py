@@ -155,3 +155,47 @@ def test_a_broken_command_module_is_not_hidden() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode != 0
     assert "ModuleNotFoundError: import of calibench.cli.run_cmd halted" in done.stderr
+
+
+def _protocol_file(directory: Path, name: str, file_stem: str | None = None) -> Path:
+    """The shipped smoke protocol saved as another protocol, ``name``, with its own hash."""
+    from calibench.protocols import load_protocol, write_content_hash
+
+    text = load_protocol("smoke").path.read_text()
+    path = directory / f"{file_stem or name}.toml"
+    path.write_text(text.replace('name = "smoke"', f'name = "{name}"', 1))
+    write_content_hash(path)
+    return path
+
+
+def test_a_protocol_file_outside_the_protocol_folders_reaches_every_run(
+    tmp_path, capsys, monkeypatch, shared_data_dir
+) -> None:
+    from calibench.protocols import PROTOCOLS_ENV
+    from calibench.training.trainer import effective_protocol
+
+    monkeypatch.delenv(PROTOCOLS_ENV, raising=False)  # restored after the test
+    path = _protocol_file(tmp_path, "mysmoke")
+
+    def reached(spec, *args, **kwargs):  # what a run does first: load its protocol by name
+        raise RuntimeError(f"reached protocol {effective_protocol(spec).path}")
+
+    monkeypatch.setattr(execute, "train_and_record", reached)
+    args = ["run", "--backbone", "resnet20", "--losses", "ce", "--seeds", "0", "--no-live"]
+    args += ["--protocol", str(path), "--results", str(tmp_path / "r")]
+    args += ["--data-root", str(shared_data_dir)]
+    assert main(args) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"reached protocol {path}" in out and "unknown protocol" not in out
+
+
+def test_a_protocol_file_not_named_after_its_protocol_is_refused(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    from calibench.protocols import PROTOCOLS_ENV
+
+    monkeypatch.delenv(PROTOCOLS_ENV, raising=False)
+    path = _protocol_file(tmp_path, "mysmoke", file_stem="other")
+    args = ["run", "--backbone", "resnet20", "--losses", "ce", "--protocol", str(path)]
+    assert main([*args, "--results", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert "name the file 'mysmoke.toml'" in capsys.readouterr().err
