@@ -56,3 +56,22 @@ def _no_dataset_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in list(sources.DOWNLOADERS):
         monkeypatch.setitem(sources.DOWNLOADERS, name, no_network)
+
+
+@pytest.fixture(scope="session")
+def signal_at_marker():
+    """``send(child, marker, signum)``: wait until the subprocess ``child`` writes the file
+    ``marker`` (failing if it exits first or takes over ``within`` seconds), then send it
+    ``signum`` (the kill-and-resume tests)."""
+    import signal
+    import time
+
+    def send(child, marker: Path, signum: int = signal.SIGKILL, within: float = 240.0) -> None:
+        deadline = time.monotonic() + within
+        while not marker.exists():
+            assert child.poll() is None, "the training subprocess exited before its marker"
+            assert time.monotonic() < deadline, "the training subprocess never reached its marker"
+            time.sleep(0.05)
+        os.kill(child.pid, signum)
+
+    return send

@@ -8,13 +8,11 @@ on first use, survives a resume.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +76,7 @@ def saved(directory: Path) -> dict:
 
 
 def test_adafocal_sigkilled_mid_epoch_then_rerun_writes_the_uninterrupted_record(
-    tiny_protocol, shared_data_dir, tmp_path
+    tiny_protocol, shared_data_dir, tmp_path, signal_at_marker
 ) -> None:
     spec = spec_for(tiny_protocol, "adafocal")
     threads = torch.get_num_threads()
@@ -90,12 +88,7 @@ def test_adafocal_sigkilled_mid_epoch_then_rerun_writes_the_uninterrupted_record
     args = json.dumps([spec.to_dict(), str(directory), str(shared_data_dir), str(marker), threads])
     child = subprocess.Popen([sys.executable, "-c", CHILD, args], cwd=REPO_ROOT)
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert child.poll() is None, "the training subprocess exited before being killed"
-            assert time.monotonic() < deadline, "the training subprocess never reached epoch 2"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
+        signal_at_marker(child, marker)  # mid-epoch 2
         assert child.wait(timeout=60) == -signal.SIGKILL
     finally:
         if child.poll() is None:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -152,7 +150,7 @@ CHILD = textwrap.dedent(
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(
-    reference: TrainResult, tmp_path: Path, data_root: Path
+    reference: TrainResult, tmp_path: Path, data_root: Path, signal_at_marker
 ) -> None:
     spec = make_spec()
     run_dir, marker = tmp_path / "killed", tmp_path / "marker"
@@ -160,12 +158,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(
     args = json.dumps([spec.to_dict(), str(run_dir), str(data_root), str(marker), threads])
     child = subprocess.Popen([sys.executable, "-c", CHILD, args], cwd=REPO_ROOT)
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert child.poll() is None, "the training subprocess exited before being killed"
-            assert time.monotonic() < deadline, "the training subprocess never reached epoch 2"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
+        signal_at_marker(child, marker)  # mid-epoch 2
         assert child.wait(timeout=60) == -signal.SIGKILL
     finally:
         if child.poll() is None:
@@ -217,7 +210,7 @@ def positions(run_dir: Path) -> list[tuple[int, int] | None]:
 
 @pytest.mark.parametrize("how", ["sigkill", "sigterm"])
 def test_time_based_checkpoints_survive_sigkill_and_sigterm_bit_identically(
-    how: str, reference: TrainResult, tmp_path: Path, data_root: Path
+    how: str, reference: TrainResult, tmp_path: Path, data_root: Path, signal_at_marker
 ) -> None:
     """3 steps per epoch of 10 s each on the child's clock, a checkpoint every 15 s: after step
     2 (t=20), none at the end of epoch 1 (t=30), after epoch 2 step 1 (t=40). The child stops
@@ -230,12 +223,7 @@ def test_time_based_checkpoints_survive_sigkill_and_sigterm_bit_identically(
         [sys.executable, "-c", TIMED_CHILD, args], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert child.poll() is None, "the training subprocess exited early"
-            assert time.monotonic() < deadline, "the training subprocess never reached epoch 2"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+        signal_at_marker(child, marker, signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
         Path(f"{marker}.go").write_text("go")
         out, _ = child.communicate(timeout=120)
     finally:
