@@ -191,7 +191,7 @@ def build_record(
     :func:`env_info` (``device`` names the accelerator); ``timing`` holds ``train_seconds`` and
     ``img_per_s`` (null when unknown); ``data`` the dataset's provenance; ``history`` the
     per-epoch training loss. ``training`` (given for a run that trained) is
-    ``{"val_used_in_training": bool}`` and brings the ``loss_state`` field with it: ``{"final":
+    ``{"val_used_in_training": bool, "precision": "fp32" | "bf16"}`` and brings the ``loss_state`` field with it: ``{"final":
     {...}, "history": save_loss_state(...)}`` for a loss with state, null for a stateless one
     (records written before these fields have neither). ``artifacts`` names files beside the record, relative to its
     folder: ``{"predictions": save_predictions(...), "ood_scores": save_ood_scores(...) or None,

@@ -34,7 +34,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SHIPPED = ("fast", "smoke", "standard")
+SHIPPED = ("fast", "small", "smoke", "standard")
 DEFAULTS_TRAIN = {"loss_reduction": "mean"}
 SMOKE_V1_HASH = "sha256:89e9f05755cf36348a2ad3d41bda444ee999ad98f6d2820d9843c57799ae970a"
 SMOKE_V1_DESCRIPTION = """A plumbing check, not a benchmark: 2 epochs on a class-stratified \

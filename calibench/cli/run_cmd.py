@@ -110,6 +110,13 @@ def run_cmd(
         help="Seconds between checkpoints (0: every epoch); always one at the end and on "
         "Ctrl-C, SIGTERM or SIGUSR2. Not part of the run id.",
     ),
+    cpu_bf16: bool = typer.Option(
+        False,
+        "--cpu-bf16",
+        help="On a CPU with AMX, train in the protocol's bf16 (autocast, as on CUDA) instead of "
+        "float32: about 2x faster per core. Recorded in each record; a run never resumes in "
+        "another precision. Local executor ($CALIBENCH_CPU_BF16=1 in workers elsewhere).",
+    ),
     compile_model: bool = typer.Option(
         False, "--compile", help="torch.compile the model (CUDA; slower start, faster steps)."
     ),
@@ -167,6 +174,8 @@ def run_cmd(
         runs_per_device=runs_per_device,
     )
     runner.check()
+    if cpu_bf16:
+        _enable_cpu_bf16(executor, device)
     pending = [p.spec for p in plan if next_action(p.state, retry_diverged) is not Action.SKIP]
     if pending and executor is ExecutorName.local:
         # Cluster workers may see other files than this machine: they check data themselves.
@@ -182,6 +191,27 @@ def run_cmd(
         checkpoint_every=checkpoint_every,
     )
     raise typer.Exit(_execute(plan, proto.name, results_dir, job, runner, live, console))
+
+
+def _enable_cpu_bf16(executor: ExecutorName, device: Device) -> None:
+    """Set ``$CALIBENCH_CPU_BF16`` for this process and its workers, after checking it can apply."""
+    import os
+
+    from calibench.training.step import CPU_BF16_ENV, cpu_has_native_bf16
+
+    if executor is not ExecutorName.local:
+        raise UsageError(
+            f"--cpu-bf16 applies to the local executor; for {executor.value} workers set "
+            f"{CPU_BF16_ENV}=1 in their environment"
+        )
+    if device is Device.cuda:
+        raise UsageError("--cpu-bf16 is for CPU runs; on CUDA the protocol's precision applies")
+    if not cpu_has_native_bf16():
+        raise UsageError(
+            "--cpu-bf16: this CPU has no native bf16 (Intel AMX), so bf16 autocast would be "
+            "emulated and slower than float32; drop the flag"
+        )
+    os.environ[CPU_BF16_ENV] = "1"
 
 
 def _execute(

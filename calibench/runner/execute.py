@@ -292,7 +292,7 @@ def train_and_record(
         "timing": {**result.timing, "cpu_threads": torch.get_num_threads()},
         "device": "cpu" if result.device.startswith("cpu") else None,  # None: the GPU's name
         "data": result.dataset.provenance,
-        "training": {"val_used_in_training": stateful},
+        "training": {"val_used_in_training": stateful, "precision": result.precision},
         "loss_state": (
             {
                 "final": loss_state(result.loss),

@@ -14,6 +14,7 @@ deterministic algorithms) and restores them on exit.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,18 +24,63 @@ from torch import Tensor, nn
 from calibench.errors import UsageError
 from calibench.protocols import LOSS_REDUCTIONS, PRECISIONS, Protocol
 
-__all__ = ["TrainStep", "backend_flags", "make_sgd", "precision_for"]
+__all__ = [
+    "CPU_BF16_ENV",
+    "TrainStep",
+    "backend_flags",
+    "cpu_has_native_bf16",
+    "make_sgd",
+    "precision_for",
+]
+
+
+CPU_BF16_ENV = "CALIBENCH_CPU_BF16"
+"""Set to ``1`` (``calibench run --cpu-bf16``) to honour a protocol's ``bf16`` on a CPU too."""
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls and convolutions natively (Intel AMX tiles): without
+    them oneDNN emulates bf16 and autocast is slower than float32."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(amx is not None and amx() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_bf16_requested() -> bool:
+    """Whether ``$CALIBENCH_CPU_BF16`` asks for bf16 on the CPU (``1``/``true``/``yes``)."""
+    value = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise UsageError(f"${CPU_BF16_ENV} must be 1 or 0, got {value!r}")
 
 
 def precision_for(device: torch.device | str, requested: str) -> str:
-    """The precision actually used: ``"bf16"`` only on CUDA when requested, else ``"fp32"``.
+    """The precision actually used for a protocol's ``requested`` one on ``device``.
 
-    CPU bf16 autocast is slow and not what a protocol's ``bf16`` means, so CPU always trains in
-    float32 (the trainer records the precision used).
+    CUDA: ``requested``. CPU: ``"fp32"``, unless ``requested`` is ``"bf16"`` and
+    ``$CALIBENCH_CPU_BF16`` is set (``calibench run --cpu-bf16``): then ``"bf16"`` autocast, as on
+    CUDA. It is opt-in because bf16 autocast is emulated, and slower than float32, on a CPU
+    without AMX (:func:`cpu_has_native_bf16`, where asking for it is refused); on one with AMX it
+    trains resnet20 about 2x faster per core (``benchmarks/RESULTS.md``). Records and checkpoints
+    keep the precision used.
     """
     if requested not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
-    return "bf16" if torch.device(device).type == "cuda" and requested == "bf16" else "fp32"
+    if torch.device(device).type == "cuda":
+        return requested
+    if requested == "bf16" and cpu_bf16_requested():
+        if not cpu_has_native_bf16():
+            raise UsageError(
+                f"${CPU_BF16_ENV} (--cpu-bf16) asks for bf16 on a CPU without native bf16 (Intel "
+                "AMX): autocast would be emulated and slower than float32. Unset it to train in "
+                "float32."
+            )
+        return "bf16"
+    return "fp32"
 
 
 def make_sgd(

@@ -18,8 +18,10 @@ Device settings, chosen deliberately and restored when ``train`` returns:
   (input shapes are fixed: the last partial batch is dropped) and TF32 allowed for float32
   matmuls and convolutions (``set_float32_matmul_precision("high")``): speed over bit-exactness,
   so GPU runs are not bit-reproducible. Optional ``torch.compile``.
-- CPU: float32 whatever the protocol says (CPU bf16 autocast is slow and not what the protocol
-  measures; the precision used is recorded in the result), ``foreach`` SGD,
+- CPU: float32 whatever the protocol says, unless ``$CALIBENCH_CPU_BF16`` (``calibench run
+  --cpu-bf16``) asks for the protocol's bf16 autocast on a CPU with AMX
+  (:func:`calibench.training.step.precision_for`); the precision used is recorded in the result
+  and the record, and a run never resumes in another precision. ``foreach`` SGD,
   ``torch.use_deterministic_algorithms(True)``: with a fixed seed two runs give identical weights.
 
 The step loop never syncs with the host: the epoch's loss sum stays on the device and is read
@@ -112,7 +114,7 @@ class TrainResult:
     epoch trained, non-finite ones when diverged; ``checkpoint`` is the newest good checkpoint.
     ``timing``: ``train_seconds`` and ``img_per_s`` of this call, ``train_seconds_total`` over
     all calls of a resumed run. ``precision`` is the one used (``"fp32"`` on CPU even when the
-    protocol says ``bf16``). ``loss_history`` holds, for a loss that defines ``on_epoch_end``,
+    protocol says ``bf16``, unless ``--cpu-bf16``). ``loss_history`` holds, for a loss that defines ``on_epoch_end``,
     ``{"epoch": e, **loss_state(loss)}`` after each epoch's update (empty for other losses).
     """
 
@@ -347,6 +349,12 @@ def _checker(run: _Run) -> Callable[[dict[str, Any]], None]:
                 "this run directory holds checkpoints of another run spec "
                 f"({state['spec'].get('loss')}/{state['spec'].get('backbone')}, seed "
                 f"{state['spec'].get('seed')}); use a fresh run directory"
+            )
+        if state.get("precision", run.step.precision) != run.step.precision:
+            raise UsageError(
+                f"this run's checkpoints were trained in {state['precision']}, this process "
+                f"trains in {run.step.precision} (the device or --cpu-bf16 changed); resume "
+                "with the same setting, or use a fresh run directory"
             )
         got = {k: tuple(v.shape) for k, v in state["model"].items()}
         if got != shapes:

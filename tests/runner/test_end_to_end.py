@@ -131,7 +131,8 @@ def test_worker_processes_match_in_process_runs(reference, shared_data_dir, tmp_
 def test_a_stateless_loss_records_no_loss_state_and_an_unused_val_split(reference) -> None:
     ref_dir, specs = reference
     record = load_record(run_dir(ref_dir, specs[0]))
-    assert record["loss_state"] is None and record["training"] == {"val_used_in_training": False}
+    assert record["loss_state"] is None
+    assert record["training"] == {"val_used_in_training": False, "precision": "fp32"}
     assert record["conventions"]["val_split"].startswith("not used in training")
     assert not (run_dir(ref_dir, specs[0]) / "loss_state.json").exists()
 

@@ -162,7 +162,7 @@ def test_only_small_training_subsets_are_cpu_sized() -> None:
     from calibench.protocols import load_protocol
 
     smoke, standard = load_protocol("smoke"), load_protocol("standard")
-    assert cpu_sized(smoke)
+    assert cpu_sized(smoke) and cpu_sized(load_protocol("small"))
     assert not cpu_sized(standard) and not cpu_sized(load_protocol("fast"))
-    assert not cpu_sized(smoke.with_overrides(epochs=100)[0])
+    assert not cpu_sized(smoke.with_overrides(epochs=300)[0])
     assert cpu_sized(standard.with_overrides(epochs=2, train_subset=500)[0])

@@ -108,7 +108,7 @@ def test_adafocal_sigkilled_mid_epoch_then_rerun_writes_the_uninterrupted_record
     assert record["loss_state"] == {"final": final, "history": LOSS_STATE_FILENAME}
     assert set(final) == {"gammas", "bin_edges"} and len(final["gammas"]) == 15
     assert history[0]["gammas"] != [1.0] * 15 and history[1]["gammas"] != history[0]["gammas"]
-    assert record["training"] == {"val_used_in_training": True}
+    assert record["training"] == {"val_used_in_training": True, "precision": "fp32"}
     assert record["conventions"]["val_split"].startswith("used in training; used by the loss's")
 
 

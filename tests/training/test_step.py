@@ -11,6 +11,7 @@ from torch import nn
 from calibench.errors import UsageError
 from calibench.protocols import load_protocol
 from calibench.training.step import (
+    CPU_BF16_ENV,
     TrainStep,
     backend_flags,
     make_sgd,
@@ -145,7 +146,8 @@ def test_optimizer_implementation_per_device() -> None:
     assert opt.defaults["foreach"] is True and not opt.defaults.get("fused")
 
 
-def test_precision_rules() -> None:
+def test_precision_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
     assert precision_for("cpu", "bf16") == "fp32"
     assert precision_for("cpu", "fp32") == "fp32"
     with pytest.raises(UsageError, match="precision"):
@@ -194,3 +196,38 @@ def test_gpu_path_bf16_autocast_and_channels_last_run_on_cpu() -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
     assert values[-4:].mean() < values[:4].mean(), "loss falls on a batch set it can memorise"
+
+
+def test_cpu_bf16_is_opt_in_and_needs_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import calibench.training.step as step
+
+    monkeypatch.setattr(step, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert precision_for("cpu", "bf16") == "bf16"
+    assert precision_for("cpu", "fp32") == "fp32"  # only a protocol's bf16 is honoured
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert precision_for("cpu", "bf16") == "fp32"
+    monkeypatch.setenv(CPU_BF16_ENV, "maybe")
+    with pytest.raises(UsageError, match="must be 1 or 0"):
+        precision_for("cpu", "bf16")
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    monkeypatch.setattr(step, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(UsageError, match="AMX"):
+        precision_for("cpu", "bf16")
+
+
+def test_cpu_bf16_step_runs_under_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With bf16 asked for on the CPU, the forward runs in bf16 and the weights stay float32."""
+    import calibench.training.step as step
+
+    monkeypatch.setattr(step, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    seen: list[torch.dtype] = []
+    model = tiny_model()
+    model.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    opt = make_sgd(model, lr=0.1, momentum=0.9, weight_decay=0, nesterov=False, device="cpu")
+    precision = precision_for("cpu", "bf16")
+    train_step = TrainStep(model, nn.CrossEntropyLoss(), opt, device="cpu", precision=precision)
+    loss = train_step(*batch())
+    assert seen == [torch.bfloat16] and loss.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())

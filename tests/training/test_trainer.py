@@ -434,6 +434,20 @@ def test_checkpoints_of_another_spec_are_refused(reference: TrainResult, data_ro
     assert reference.checkpoint.exists()
 
 
+def test_checkpoints_of_another_precision_are_refused(
+    reference: TrainResult, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A float32 run resumed with --cpu-bf16 would mix precisions: refused, checkpoints kept."""
+    import calibench.training.step as step
+
+    monkeypatch.setattr(step, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv(step.CPU_BF16_ENV, "1")
+    run_dir = reference.checkpoint.parent.parent
+    with pytest.raises(UsageError, match="trained in fp32, this process trains in bf16"):
+        run(make_spec(), run_dir, data_root)
+    assert reference.checkpoint.exists()
+
+
 def test_spec_for_another_protocol_version_is_refused(tmp_path: Path, data_root: Path) -> None:
     d = make_spec().to_dict()
     d["protocol_hash"] = "sha256:" + "1" * 64
