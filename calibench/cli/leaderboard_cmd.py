@@ -105,6 +105,7 @@ def publish_cmd(
     bootstrap: int = typer.Option(
         1000, "--bootstrap", help="Bootstrap resamples for the 95 % intervals; 0: none."
     ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     skip_invalid: bool = typer.Option(
         False,
         "--skip-invalid",
@@ -114,7 +115,8 @@ def publish_cmd(
         False, "--allow-unchanged", help="Publish a new version even if nothing changed."
     ),
 ) -> None:
-    """Write a new immutable version ROOT/<protocol>/v<N>/ (records, LEADERBOARD.md, CSV, CHANGES.md)."""
+    """Write a new immutable version ROOT/<protocol>/v<N>/: records, LEADERBOARD.md/.csv/.json/
+    .html, CHANGES.md, reliability diagrams, the shift plot and version.json."""
     from calibench.leaderboard import publish
     from calibench.leaderboard.aggregate import check_n_boot
 
@@ -125,6 +127,7 @@ def publish_cmd(
         protocol=protocol,
         root=root,
         n_boot=bootstrap,
+        seed=seed,
         sort=sort,
         skip_invalid=skip_invalid,
         allow_unchanged=allow_unchanged,
@@ -132,6 +135,66 @@ def publish_cmd(
     typer.echo(
         f"published {result.protocol} v{result.version} ({result.n_records} records) at {result.path}"
     )
+
+
+@leaderboard_app.command("show")
+def show_cmd(
+    protocol: str = typer.Argument("small", help="Protocol of the published leaderboard."),
+    version: int = typer.Option(
+        None, "--version", "-v", help="Published version; default: latest."
+    ),
+    root: Path = typer.Option(
+        Path("leaderboards"), "--root", help="Where versions are: ROOT/<protocol>/v<N>/."
+    ),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, csv, json or html: which file."),
+) -> None:
+    """Print a published leaderboard (no GPU, dataset or network needed): the file
+    ROOT/<protocol>/v<N>/LEADERBOARD.<format> as it was published."""
+    from calibench.leaderboard.versions import TABLES, existing_versions
+    from calibench.spec import slug
+
+    names = {Path(t).suffix[1:]: t for t in TABLES}
+    if fmt not in names:
+        raise UsageError(f"--format must be one of {', '.join(names)}, got {fmt!r}")
+    protocol_dir = root / slug(protocol)
+    versions = existing_versions(protocol_dir)
+    if not versions:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        hint = f"published protocols there: {', '.join(found)}" if found else "none published"
+        raise UsageError(
+            f"no published version under {protocol_dir} ({hint}); run this from a calibench "
+            "checkout or pass --root"
+        )
+    chosen = versions[-1] if version is None else version
+    if chosen not in versions:
+        raise UsageError(
+            f"{protocol} has no v{chosen}; published: {', '.join(f'v{v}' for v in versions)}"
+        )
+    path = protocol_dir / f"v{chosen}" / names[fmt]
+    if not path.is_file():
+        raise UsageError(f"{path} is missing (published before {names[fmt]} existed?)")
+    typer.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
+@leaderboard_app.command("verify")
+def verify_cmd(
+    version_dir: Path = typer.Argument(
+        ..., help="A published version, e.g. leaderboards/small/v1."
+    ),
+    results: Path = typer.Option(
+        None, "--results", "-r", help="The results folder it was published from. " + _RESULTS_HELP
+    ),
+) -> None:
+    """Render a published version again from its runs' saved predictions and compare it with the
+    published files byte for byte (exit 1 on any difference)."""
+    from calibench.leaderboard.versions import verify
+
+    diffs = verify(version_dir, _results_dir(results))
+    if diffs:
+        for line in diffs:
+            typer.echo(f"differs: {line}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{version_dir}: every rendered file reproduces byte for byte")
 
 
 def register(app: typer.Typer) -> None:

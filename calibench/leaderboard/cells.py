@@ -156,6 +156,34 @@ def caption_lines(board: Leaderboard) -> list[str]:
     if shift:
         lines.append(shift)
     lines.append(SIGNIFICANCE_NOTE)
+    lines += _data_lines(board)
+    return lines
+
+
+#: OOD sets made of synthetic noise: no download, far-OOD only.
+NOISE_OOD = frozenset({"gaussian", "uniform"})
+
+
+def _data_lines(board: Leaderboard) -> list[str]:
+    """Which data files the records read (by sha256) and what is known about each; which OOD sets."""
+    from calibench.data.known_files import KNOWN_FILES
+
+    files: dict[str, str] = {}
+    ood: set[str] = set()
+    for record in board.records():
+        for f in (record.data.get("data") or {}).get("files") or []:
+            if isinstance(f, dict) and f.get("sha256"):
+                files.setdefault(str(f["sha256"]), str(f.get("path", "?")))
+        ood.update((record.data.get("metrics") or {}).get("ood") or {})
+    lines = []
+    for sha, path in sorted(files.items(), key=lambda item: item[1]):
+        known = KNOWN_FILES.get(sha)
+        if known is not None:
+            lines.append(f"Data: {path} (sha256 {sha[:12]}…) is the {known.name}: {known.note}.")
+    if ood and ood <= NOISE_OOD:
+        lines.append(
+            f"OOD sets: {', '.join(sorted(ood))} (synthetic noise only: far-OOD, no SVHN)."
+        )
     return lines
 
 

@@ -103,8 +103,8 @@ def _png_data_uri(record: StoredRecord, relative: str) -> str | None:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _reliability_plots(board: Leaderboard, run_ids: list[str]) -> list[Plot]:
-    """The reliability diagram of each run of a row that has one."""
+def _reliability_plots(board: Leaderboard, run_ids: list[str], limit: int | None) -> list[Plot]:
+    """The reliability diagram of each run of a row that has one (the ``limit`` lowest seeds)."""
     out = []
     runs = board.runs.set_index("run_id")
     for run_id in run_ids:
@@ -117,7 +117,8 @@ def _reliability_plots(board: Leaderboard, run_ids: list[str]) -> list[Plot]:
             uri = _png_data_uri(record, plots[name])
             if uri:
                 out.append(Plot(run_id, int(record.data["spec"]["seed"]), uri))
-    return out
+    out.sort(key=lambda p: (p.seed, p.run_id))
+    return out if limit is None else out[:limit]
 
 
 def _shift_plot(board: Leaderboard) -> str | None:
@@ -138,8 +139,11 @@ def _sort_value(value: object) -> str:
     return "Infinity" if missing(value) else str(value)
 
 
-def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> str:
-    """The page as one string; see the module docstring."""
+def render_html(
+    board: Leaderboard, *, title: str = "calibench leaderboard", plots_per_row: int | None = None
+) -> str:
+    """The page as one string; see the module docstring. ``plots_per_row`` keeps the diagrams
+    of that many seeds per row (the lowest), all by default."""
     shown_rows = display_rows(board, ci=False)
     shared = shared_identity(shown_rows)
     headers = [h for h in (shown_rows[0] if shown_rows else []) if h not in shared]
@@ -150,7 +154,7 @@ def render_html(board: Leaderboard, *, title: str = "calibench leaderboard") -> 
     for (_, row), shown in zip(board.table.iterrows(), shown_rows, strict=True):
         run_ids = [r for r in str(row["run_ids"]).split(",") if r]
         anchor = f"row-{run_ids[0]}" if run_ids else ""
-        plots = _reliability_plots(board, run_ids)
+        plots = _reliability_plots(board, run_ids, plots_per_row)
         cells = []
         for h in headers:
             if h in metric_titles:

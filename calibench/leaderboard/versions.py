@@ -1,17 +1,26 @@
-"""Publish an immutable leaderboard version: ``leaderboards/<protocol>/v<N>/``.
+"""Publish an immutable leaderboard version: ``leaderboards/<protocol>/v<N>/``; verify one.
 
 A version holds ``records/<run_id>/record.json`` (byte copies of the validated records),
-``LEADERBOARD.md``, ``leaderboard.csv``, ``CHANGES.md`` (rows and runs added, removed, or
-whose metrics changed since ``v<N-1>``) and, when records have a shift grid,
-``shift_severity.png`` (ECE against corruption severity, one line per loss; linked from
-``LEADERBOARD.md``). It is built in a hidden temporary folder beside its
-final place and renamed into place in one step, so a crash leaves no half-written version.
-An existing version is never overwritten; publishing records identical to the latest version is
-refused too (nothing would change), unless ``allow_unchanged``.
+``LEADERBOARD.md``, ``LEADERBOARD.csv``, ``LEADERBOARD.json``, ``LEADERBOARD.html`` (one
+self-contained page), ``CHANGES.md`` (rows and runs added, removed, or whose metrics changed
+since ``v<N-1>``), ``reliability/<row>.png`` and ``<row>_ts.png`` (the reliability diagram of
+each row's lowest completed seed, before and after temperature scaling: byte copies of the
+run's own plots), ``shift_severity.png`` when records have a shift grid (ECE against
+corruption severity, one line per loss) and ``version.json`` (when and how it was rendered:
+``published_at``, ``n_boot``, ``seed``, ``sort``). It is built in a hidden temporary folder
+beside its final place and renamed into place in one step, so a crash leaves no half-written
+version. An existing version is never overwritten; publishing records identical to the latest
+version is refused too (nothing would change), unless ``allow_unchanged``.
+
+Every rendered file is a function of the records, their runs' saved predictions and
+``version.json``: :func:`verify` renders a version again from the run folders it was published
+from and compares it byte for byte with the published files (:func:`render_version` is the one
+renderer both use).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -32,16 +41,29 @@ from calibench.leaderboard.aggregate import (
     build_leaderboard,
 )
 from calibench.leaderboard.cells import format_cell
-from calibench.leaderboard.render import render_csv, render_markdown
+from calibench.leaderboard.html import render_html
+from calibench.leaderboard.render import render_csv, render_json, render_markdown
 from calibench.records import RECORD_FILENAME, StoredRecord, iter_records
 from calibench.spec import slug
 from calibench.util import utc_now
 
-__all__ = ["PublishError", "PublishResult", "existing_versions", "publish", "render_changes"]
+__all__ = [
+    "PublishError",
+    "PublishResult",
+    "existing_versions",
+    "publish",
+    "render_changes",
+    "render_version",
+    "verify",
+]
 
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 SHIFT_PLOT = "shift_severity.png"
 """ECE against shift severity, one line per loss (written when records have a shift grid)."""
+VERSION_FILE = "version.json"
+"""How a version was rendered: ``published_at``, ``n_boot``, ``seed``, ``sort``."""
+RELIABILITY_DIR = "reliability"
+TABLES = ("LEADERBOARD.md", "LEADERBOARD.csv", "LEADERBOARD.json", "LEADERBOARD.html")
 
 
 @dataclass(frozen=True)
@@ -198,16 +220,96 @@ def _only_protocol(records: Sequence[StoredRecord]) -> str:
     return protocols[0]
 
 
-def _write_shift_plot(board: Leaderboard, path: Path) -> bool:
-    """Write the ECE-against-severity figure when some row has a shift grid; whether it did."""
-    from calibench.leaderboard.aggregate import shift_severity_curves
-    from calibench.plots import shift_severity_plot
+def _row_file(row: pd.Series, board: Leaderboard) -> str:
+    """The file stem of a row's diagrams: its loss, plus whatever tells it from other rows."""
+    parts = [str(row["loss"])]
+    for key in ("dataset", "backbone"):
+        if board.table[key].nunique() > 1:
+            parts.append(str(row[key]))
+    if row["deviations"] != "none":
+        parts.append(str(row["deviations"]))
+    return slug("__".join(parts))
 
+
+def _reliability_files(board: Leaderboard) -> dict[str, bytes]:
+    """``reliability/<row>.png`` and ``<row>_ts.png``: the run's own diagrams, of each row's
+    lowest completed seed."""
+    files: dict[str, bytes] = {}
+    runs = board.runs.set_index("run_id")
+    for _, row in board.table.iterrows():
+        candidates = []
+        for run_id in (r for r in str(row["run_ids"]).split(",") if r):
+            record: StoredRecord = runs.loc[run_id, "record"]
+            if record.data["status"] == "completed":
+                candidates.append((int(record.data["spec"]["seed"]), run_id, record))
+        if not candidates:
+            continue
+        _, _, record = min(candidates, key=lambda c: (c[0], c[1]))
+        plots = record.data["artifacts"].get("plots") or {}
+        stem = _row_file(row, board)
+        for key, suffix in (("reliability", ""), ("reliability_ts", "_ts")):
+            path = record.artifact(plots[key]) if key in plots else None
+            if path is not None:
+                files[f"{RELIABILITY_DIR}/{stem}{suffix}.png"] = path.read_bytes()
+    return files
+
+
+def render_version(
+    board: Leaderboard,
+    old: Leaderboard | None,
+    *,
+    protocol: str,
+    version: int,
+    published_at: str,
+) -> dict[str, bytes]:
+    """Every rendered file of a version (relative path -> bytes), records not included."""
+    from calibench.leaderboard.aggregate import shift_severity_curves
+    from calibench.plots import shift_severity_png
+
+    files: dict[str, bytes] = {}
+    title = f"{protocol} leaderboard v{version}"
+    md = render_markdown(board, title=title)
     curves = shift_severity_curves(board)
-    if not curves:
-        return False
-    shift_severity_plot(curves, path)
-    return True
+    if curves:
+        files[SHIFT_PLOT] = shift_severity_png(curves)
+        md += f"\n![ECE against corruption severity, one line per loss]({SHIFT_PLOT})\n"
+    diagrams = _reliability_files(board)
+    files.update(diagrams)
+    stems = sorted({Path(k).stem for k in diagrams if not k.endswith("_ts.png")})
+    if stems:
+        links = ", ".join(
+            f"[{stem}]({RELIABILITY_DIR}/{stem}.png) ([after TS]({RELIABILITY_DIR}/{stem}_ts.png))"
+            for stem in stems
+        )
+        md += f"\nReliability diagrams (each row's lowest completed seed): {links}.\n"
+    md += (
+        f"\nPublished {published_at}; records in `records/`; see CHANGES.md; "
+        "LEADERBOARD.html is the same table with the figures.\n"
+    )
+    changes, _ = render_changes(
+        old, board, protocol=protocol, version=version, published_at=published_at
+    )
+    files["LEADERBOARD.md"] = md.encode("utf-8")
+    files["LEADERBOARD.csv"] = render_csv(board).encode("utf-8")
+    files["LEADERBOARD.json"] = render_json(board).encode("utf-8")
+    html = render_html(board, title=title, plots_per_row=1)
+    files["LEADERBOARD.html"] = html.encode("utf-8")
+    files["CHANGES.md"] = changes.encode("utf-8")
+    return files
+
+
+def _previous_board(protocol_dir: Path, version: int, sort: str) -> Leaderboard | None:
+    """The leaderboard of ``v<version - 1>`` from its published records (values only)."""
+    previous = [v for v in existing_versions(protocol_dir) if v < version]
+    if not previous:
+        return None
+    old_dir = protocol_dir / f"v{previous[-1]}"
+    old_records, old_problems = iter_records(old_dir / "records")
+    if old_problems:
+        raise PublishError(
+            f"the previous version {old_dir} has malformed records: {old_problems[0]}"
+        )
+    return build_leaderboard(old_records, sort=sort, n_boot=0) if old_records else None
 
 
 def publish(
@@ -216,6 +318,7 @@ def publish(
     protocol: str | None = None,
     root: str | os.PathLike[str] = "leaderboards",
     n_boot: int = 1000,
+    seed: int = 0,
     sort: str = "ece",
     skip_invalid: bool = False,
     allow_unchanged: bool = False,
@@ -241,19 +344,11 @@ def publish(
     if final.exists():
         raise PublishError(f"{final} already exists; published versions are never overwritten")
 
-    board = build_leaderboard(records, protocol=protocol, sort=sort, n_boot=n_boot)
+    board = build_leaderboard(records, protocol=protocol, sort=sort, n_boot=n_boot, seed=seed)
     records = board.records()
-    old = None
-    if versions:
-        old_dir = protocol_dir / f"v{versions[-1]}"
-        old_records, old_problems = iter_records(old_dir / "records")
-        if old_problems:
-            raise PublishError(
-                f"the previous version {old_dir} has malformed records: {old_problems[0]}"
-            )
-        old = build_leaderboard(old_records, sort=sort, n_boot=0) if old_records else None
+    old = _previous_board(protocol_dir, version, sort)
     published_at = utc_now("seconds")
-    changes, changed = render_changes(
+    _, changed = render_changes(
         old, board, protocol=protocol, version=version, published_at=published_at
     )
     if versions and not changed and not allow_unchanged:
@@ -264,6 +359,13 @@ def publish(
     if problems:
         board.notes.append(f"{len(problems)} malformed record(s) were skipped when publishing")
     board.problems = []
+    files = render_version(
+        board, old, protocol=protocol, version=version, published_at=published_at
+    )
+    meta = {"published_at": published_at, "n_boot": n_boot, "seed": seed, "sort": sort}
+    if problems:
+        meta["skipped_malformed"] = len(problems)
+    files[VERSION_FILE] = (json.dumps(meta, indent=2) + "\n").encode("utf-8")
 
     protocol_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=protocol_dir, prefix=f".v{version}-"))
@@ -272,14 +374,9 @@ def publish(
             target = tmp / "records" / r.data["run_id"] / RECORD_FILENAME
             target.parent.mkdir(parents=True)
             shutil.copyfile(r.path, target)
-        title = f"{protocol} leaderboard v{version}"
-        md = render_markdown(board, title=title)
-        if _write_shift_plot(board, tmp / SHIFT_PLOT):
-            md += f"\n![ECE against corruption severity, one line per loss]({SHIFT_PLOT})\n"
-        md += f"\nPublished {published_at}; records in `records/`; see CHANGES.md.\n"
-        (tmp / "LEADERBOARD.md").write_text(md, encoding="utf-8")
-        (tmp / "leaderboard.csv").write_text(render_csv(board), encoding="utf-8")
-        (tmp / "CHANGES.md").write_text(changes, encoding="utf-8")
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
         os.chmod(tmp, 0o755)
         if final.exists():  # someone published the same version meanwhile
             raise PublishError(f"{final} already exists; published versions are never overwritten")
@@ -287,4 +384,75 @@ def publish(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    changes = files["CHANGES.md"].decode("utf-8")
     return PublishResult(final, version, protocol, len(records), changes)
+
+
+def verify(version_dir: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> list[str]:
+    """Render the published version ``version_dir`` again from the run folders under
+    ``results_dir`` and compare it byte for byte; the differences, empty when it reproduces.
+
+    Each published record must validate against the schema and be byte-identical to the record
+    of the same run id under ``results_dir`` (whose saved predictions give the intervals and
+    diagrams); the rendering settings come from the version's ``version.json``.
+    """
+    version_dir = Path(version_dir)
+    match = _VERSION_DIR.match(version_dir.name)
+    meta_path = version_dir / VERSION_FILE
+    if match is None or not meta_path.is_file():
+        raise PublishError(
+            f"{version_dir} is not a published version (a v<N> folder with {VERSION_FILE})"
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    published, problems = iter_records(version_dir / "records")
+    if problems:
+        return [f"malformed published record: {p}" for p in problems]
+    wanted = {r.data["run_id"]: r for r in published}
+    found, _ = iter_records(results_dir)
+    by_id = {r.data["run_id"]: r for r in found if r.data["run_id"] in wanted}
+    diffs = [
+        f"run {i}: no record under {results_dir}" for i in sorted(wanted.keys() - by_id.keys())
+    ]
+    for run_id, record in sorted(by_id.items()):
+        if record.path.read_bytes() != wanted[run_id].path.read_bytes():
+            diffs.append(f"run {run_id}: its record differs from {record.path}")
+    if diffs:
+        return diffs
+    protocol = _only_protocol(published)
+    board = build_leaderboard(
+        list(by_id.values()),
+        protocol=protocol,
+        sort=meta["sort"],
+        n_boot=meta["n_boot"],
+        seed=meta["seed"],
+    )
+    if meta.get("skipped_malformed"):
+        board.notes.append(
+            f"{meta['skipped_malformed']} malformed record(s) were skipped when publishing"
+        )
+    old = _previous_board(version_dir.parent, int(match.group(1)), meta["sort"])
+    files = render_version(
+        board,
+        old,
+        protocol=protocol,
+        version=int(match.group(1)),
+        published_at=meta["published_at"],
+    )
+    for name, data in sorted(files.items()):
+        path = version_dir / name
+        if not path.is_file():
+            diffs.append(f"{name}: missing from the published version")
+        elif path.read_bytes() != data:
+            diffs.append(f"{name}: differs from a fresh rendering")
+    extra = (
+        {
+            p.relative_to(version_dir).as_posix()
+            for p in version_dir.rglob("*")
+            if p.is_file() and p.parent.parent != version_dir / "records"
+        }
+        - set(files)
+        - {VERSION_FILE}
+    )
+    rendered_like = {n for n in extra if n.startswith(f"{RELIABILITY_DIR}/") or n in TABLES}
+    diffs += [f"{name}: published but not rendered" for name in sorted(rendered_like)]
+    return diffs

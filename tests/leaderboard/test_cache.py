@@ -201,8 +201,9 @@ def test_a_folder_without_write_permission_still_renders(sweep):
 def test_published_versions_hold_no_cache(sweep, tmp_path):
     rendered(sweep)
     result = publish(sweep, root=tmp_path / "leaderboards", n_boot=N_BOOT)
+    tables = ["LEADERBOARD.md", "LEADERBOARD.csv", "LEADERBOARD.json", "LEADERBOARD.html"]
     assert sorted(p.name for p in result.path.rglob("*") if p.is_file()) == sorted(
-        ["CHANGES.md", "LEADERBOARD.md", "leaderboard.csv", *["record.json"] * 5]
+        ["CHANGES.md", "version.json", *tables, *["record.json"] * 5]
     )
     build_leaderboard(result.path / "records", n_boot=N_BOOT)  # records only: nothing to cache
     assert caches(result.path) == []

@@ -96,6 +96,33 @@ def test_publish_command(make_run, tmp_path, capsys):
     assert "nothing changed since v1" in capsys.readouterr().err
 
 
+def test_show_verify_commands(make_run, tmp_path, capsys):
+    """'show' prints a published file offline; 'verify' re-renders a version from its runs."""
+    make_run(loss="ce", seed=0)
+    results, lb = str(tmp_path / "results"), str(tmp_path / "lb")
+    assert main(["leaderboard", "publish", "-r", results, "--root", lb, "--bootstrap", "10"]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", "show", "smoke", "--root", lb]) == 0
+    out = capsys.readouterr().out
+    assert out == (tmp_path / "lb" / "smoke" / "v1" / "LEADERBOARD.md").read_text()
+    assert main(["leaderboard", "show", "smoke", "--root", lb, "-f", "json", "-v", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_boot"] == 10
+    for argv, message in [
+        (["show", "standard", "--root", lb], "published protocols there: smoke"),
+        (["show", "smoke", "--root", lb, "-v", "2"], "smoke has no v2; published: v1"),
+        (["show", "smoke", "--root", lb, "-f", "xlsx"], "--format must be one of md, csv"),
+        (["verify", str(tmp_path / "lb" / "smoke")], "is not a published version"),
+    ]:
+        assert main(["leaderboard", *argv]) == 2, argv
+        assert message in capsys.readouterr().err
+    v1 = str(tmp_path / "lb" / "smoke" / "v1")
+    assert main(["leaderboard", "verify", v1, "-r", results]) == 0
+    assert "reproduces byte for byte" in capsys.readouterr().out
+    (tmp_path / "lb" / "smoke" / "v1" / "LEADERBOARD.json").write_text("{}")
+    assert main(["leaderboard", "verify", v1, "-r", results]) == 1
+    assert "LEADERBOARD.json: differs from a fresh rendering" in capsys.readouterr().err
+
+
 def test_format_choices_and_output_suffixes_come_from_the_renderers(make_run, tmp_path, capsys):
     make_run(loss="ce", seed=0, metrics=metrics(0.05))
     results = tmp_path / "results"

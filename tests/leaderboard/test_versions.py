@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from calibench.errors import UsageError
-from calibench.leaderboard import PublishError, publish
+from calibench.leaderboard import PublishError, build_leaderboard, publish
 from calibench.leaderboard import versions as publish_module
+from calibench.leaderboard.versions import verify
 from calibench.records import load_record, write_record
 
 
@@ -40,9 +43,12 @@ def test_publish_v1_then_v2_with_changes(make_run, tmp_path):
     assert v1.version == 1 and v1.path == root / "smoke" / "v1"
     assert sorted(p.name for p in v1.path.iterdir()) == [
         "CHANGES.md",
+        "LEADERBOARD.csv",
+        "LEADERBOARD.html",
+        "LEADERBOARD.json",
         "LEADERBOARD.md",
-        "leaderboard.csv",
         "records",
+        "version.json",
     ]
     assert len(list((v1.path / "records").glob("*/record.json"))) == 3
     assert "first version" in v1.changes
@@ -114,7 +120,8 @@ def test_a_failed_publish_leaves_nothing_behind(make_run, tmp_path, monkeypatch)
     monkeypatch.setattr(publish_module, "render_csv", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         publish(tmp_path / "results", root=tmp_path / "lb", n_boot=0)
-    assert list((tmp_path / "lb" / "smoke").iterdir()) == []
+    folder = tmp_path / "lb" / "smoke"
+    assert not folder.exists() or list(folder.iterdir()) == []
 
 
 def test_malformed_records_block_publishing_unless_skipped(make_run, tmp_path):
@@ -146,3 +153,64 @@ def test_a_protocol_without_records_publishes_nothing(make_run, tmp_path):
     with pytest.raises(UsageError, match=r"no records for protocol 'standard'.*smoke"):
         publish(tmp_path / "results", root=tmp_path / "lb", protocol="standard", n_boot=0)
     assert not (tmp_path / "lb").exists()
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_published_version_re_renders_byte_for_byte(make_run, tmp_path):
+    """``verify`` renders a version again from the run folders and finds it identical; any
+    edit of a rendered file, a record or a run's predictions is reported."""
+    results, root = tmp_path / "results", tmp_path / "lb"
+    for seed in (1, 0):
+        for loss in ("ce", "focal"):
+            plots = {"reliability": PNG + f"{loss}{seed}".encode(), "reliability_ts": PNG + b"ts"}
+            make_run(loss=loss, seed=seed, plots=plots, ood_sets=("gaussian",))
+    v1 = publish(results, root=root, n_boot=20)
+    assert verify(v1.path, results) == []
+    assert (v1.path / "reliability" / "ce.png").read_bytes() == PNG + b"ce0"  # the lowest seed
+    assert (v1.path / "reliability" / "focal_ts.png").read_bytes() == PNG + b"ts"
+    html = (v1.path / "LEADERBOARD.html").read_text()
+    for loss in ("ce", "focal"):  # one diagram per row: the lowest seed's
+        assert base64.b64encode(PNG + f"{loss}0".encode()).decode() in html
+        assert base64.b64encode(PNG + f"{loss}1".encode()).decode() not in html
+    md = (v1.path / "LEADERBOARD.md").read_text()
+    assert "(reliability/ce.png)" in md and "OOD sets: gaussian (synthetic noise only" in md
+    meta = json.loads((v1.path / "version.json").read_text())
+    assert meta["n_boot"] == 20 and meta["sort"] == "ece"
+
+    csv = v1.path / "LEADERBOARD.csv"
+    csv.write_bytes(csv.read_bytes() + b"\n")
+    assert verify(v1.path, results) == ["LEADERBOARD.csv: differs from a fresh rendering"]
+    csv.write_bytes(csv.read_bytes()[:-1])
+
+    predictions = next(results.rglob("test_predictions.npz"))
+    with np.load(predictions) as z:
+        logits, labels = z["logits"].copy(), z["labels"]
+    logits[:50] = logits[:50, ::-1]
+    np.savez(predictions, logits=logits, labels=labels)
+    diffs = verify(v1.path, results)
+    assert "LEADERBOARD.md: differs from a fresh rendering" in diffs
+
+    record = next((v1.path / "records").rglob("record.json"))
+    record.write_bytes(record.read_bytes().replace(b'"completed"', b'"complete"', 1))
+    assert any("malformed published record" in d for d in verify(v1.path, results))
+
+
+def test_verify_refuses_a_folder_that_is_not_a_version(tmp_path):
+    with pytest.raises(PublishError, match="not a published version"):
+        verify(tmp_path, tmp_path)
+
+
+def test_the_caption_names_a_known_lossy_data_copy(make_run, tmp_path):
+    from calibench.data.known_files import KNOWN_FILES
+    from calibench.leaderboard.cells import caption_lines
+
+    sha = next(iter(KNOWN_FILES))
+    path = make_run(loss="ce", seed=0)
+    rec = load_record(path)
+    rec["data"] = {"files": [{"path": "cifar10.npz", "bytes": 1, "sha256": sha}]}
+    write_record(path, rec)
+    lines = caption_lines(build_leaderboard(tmp_path / "results", n_boot=0))
+    data = [line for line in lines if line.startswith("Data: cifar10.npz")]
+    assert len(data) == 1 and "JPEG" in data[0] and "not digit-for-digit comparable" in data[0]
