@@ -68,7 +68,7 @@ def test_rows_are_class_major_then_permuted_and_the_file_is_deterministic(
 
 
 def test_a_wrong_source_folder_is_a_clear_error(rebuild: ModuleType, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no JPEG files in .*airplane: is .* the checkout"):
+    with pytest.raises(SystemExit, match=r"no JPEG files in .*airplane: is .* the checkout"):
         rebuild.main([str(tmp_path), str(tmp_path / "x.npz")])
     make_source(tmp_path / "src", {"train": 1, "test": 1})
     with pytest.raises(SystemExit, match="train: found 10 images, expected 20"):
