@@ -137,6 +137,33 @@ def publish_cmd(
     )
 
 
+@leaderboard_app.command("compare")
+def compare_cmd(
+    results: Path = typer.Option(
+        None,
+        "--results",
+        "-r",
+        help="Results folder, or a published version's records/ folder. " + _RESULTS_HELP,
+    ),
+    baseline: str = typer.Option(
+        "ce", "--baseline", "-b", help="The row every loss is tested against."
+    ),
+    metrics: str = typer.Option(
+        "acc,ece,ece_ts", "--metrics", "-m", help="Comma-separated column keys."
+    ),
+    protocol: str = typer.Option(None, "--protocol", "-p", help="Only this protocol's records."),
+) -> None:
+    """Every loss against a baseline (default ce): difference of seed means, Welch's t-test over
+    seeds, Benjamini-Hochberg across losses; markdown to stdout."""
+    from calibench.leaderboard import build_leaderboard
+    from calibench.leaderboard.baseline import compare_to_baseline, render_baseline_markdown
+
+    keys = [k.strip() for k in metrics.split(",") if k.strip()]
+    board = build_leaderboard(_results_dir(results), protocol=protocol, n_boot=0)
+    frame = compare_to_baseline(board, baseline, keys)
+    typer.echo(render_baseline_markdown(frame, board, baseline), nl=False)
+
+
 @leaderboard_app.command("show")
 def show_cmd(
     protocol: str = typer.Argument("small", help="Protocol of the published leaderboard."),
