@@ -161,23 +161,40 @@ ShiftCurves = Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]]
 :func:`calibench.leaderboard.aggregate.shift_severity_curves` returns them (fractions)."""
 
 
+SHIFT_LEGEND_INSIDE = 8
+"""Up to this many losses per panel the legend sits inside each panel; beyond, one legend to
+the right of each row."""
+
+
 def shift_severity_png(curves: ShiftCurves) -> bytes:
     """ECE (left) and ECE after TS (right) against the shift severity, one line per loss, one row
     of panels per section, as a PNG; severity 0 is the clean test split (Ovadia et al. 2019's
     figures of calibration under growing corruption)."""
     plt = _pyplot()
     sections = list(curves)
+    most = max((len(c) for c in curves.values()), default=0)
+    outside = most > SHIFT_LEGEND_INSIDE
+    width = 10 + (3.2 if most > 2 * SHIFT_LEGEND_INSIDE + 4 else 1.8) * outside
     fig, axes = plt.subplots(
-        max(len(sections), 1), 2, figsize=(10, 3.6 * max(len(sections), 1)), dpi=110, squeeze=False
+        max(len(sections), 1),
+        2,
+        figsize=(width, (3.6 + 1.4 * outside) * max(len(sections), 1)),
+        dpi=110,
+        squeeze=False,
     )
     try:
         for row, section in zip(axes, sections, strict=False):
             for ax, key, label in zip(
                 row, ("ece", "ece_ts"), ("ECE", "ECE after TS (clean-val T)"), strict=True
             ):
-                for loss, curve in curves[section].items():
+                for i, (loss, curve) in enumerate(curves[section].items()):
                     ys = [100.0 * v for v in curve[key]]
-                    ax.plot(curve["severities"], ys, marker="o", lw=1.5, ms=4, label=loss)
+                    # 10 colours, then the next 10 dashed with squares, then dotted with triangles
+                    style = {"color": f"C{i % 10}", "ls": ("-", "--", ":")[i // 10 % 3]}
+                    marker = "os^"[i // 10 % 3]
+                    ax.plot(
+                        curve["severities"], ys, marker=marker, lw=1.5, ms=4, label=loss, **style
+                    )
                 ax.set_title(f"{section}: {label}", fontsize="medium")
                 ax.set_xlabel("corruption severity (0 = clean test split)")
                 ax.set_ylabel(f"{label.split(' (')[0]} % (mean over corruptions)")
@@ -185,7 +202,16 @@ def shift_severity_png(curves: ShiftCurves) -> bytes:
                     sorted({x for c in curves[section].values() for x in c["severities"]})
                 )
                 ax.grid(True, alpha=0.3, linestyle="--")
-                ax.legend(fontsize="small")
+                if not outside:
+                    ax.legend(fontsize="small")
+            if outside:
+                row[1].legend(
+                    fontsize="small",
+                    loc="upper left",
+                    bbox_to_anchor=(1.02, 1.0),
+                    ncol=1 if most <= 2 * SHIFT_LEGEND_INSIDE + 4 else 2,
+                    borderaxespad=0.0,
+                )
         if not sections:
             for ax in axes[0]:
                 ax.text(0.5, 0.5, "no shift grid", ha="center", va="center")
