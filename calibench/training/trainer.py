@@ -94,7 +94,14 @@ from calibench.training.checkpoint import (
 from calibench.training.progress import TrainCallback
 from calibench.training.step import TrainStep, backend_flags
 
-__all__ = ["CHECKPOINT_DIR", "TrainResult", "effective_protocol", "resolve_device", "train"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "TrainResult",
+    "effective_protocol",
+    "resolve_device",
+    "train",
+    "training_dataset",
+]
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 2
@@ -212,15 +219,24 @@ def train(
             return _train_epochs(run, callback, checkpoints)
 
 
+def training_dataset(
+    spec: RunSpec, protocol: Protocol, data_root: str | Path | None = None
+) -> ImageDataset:
+    """The dataset a run of ``spec`` trains on: its splits, and the class-stratified training
+    subset when ``protocol`` (the spec's :func:`effective_protocol`) asks for one."""
+    dataset = create_dataset(spec.dataset, root=data_root, val_size=protocol.data.val_size)
+    n = protocol.data.train_subset
+    if n and n < len(dataset.train):
+        dataset = dataset.with_train_subset(n)
+    return dataset
+
+
 def _load_data(
     spec: RunSpec, protocol: Protocol, dev: torch.device, data_root: str | Path | None
 ) -> tuple[ImageDataset, DeviceLoader]:
     """The dataset (train subset if the protocol asks) and the shuffling, augmenting loader."""
     augment = _augment_args(protocol)
-    dataset = create_dataset(spec.dataset, root=data_root, val_size=protocol.data.val_size)
-    n = protocol.data.train_subset
-    if n and n < len(dataset.train):
-        dataset = dataset.with_train_subset(n)
+    dataset = training_dataset(spec, protocol, data_root)
     loader = DeviceLoader(
         dataset.train,
         protocol.train.batch_size,

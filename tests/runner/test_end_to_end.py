@@ -351,3 +351,40 @@ def test_submitit_array_requeue_resumes_from_checkpoint(
     assert len(starts) == 2 and starts[1]["resumed"] is True
     for spec in specs:
         assert comparable(tmp_path, spec) == comparable(ref_dir, spec)
+
+
+def test_train_accuracy_script_reads_the_final_weights_on_the_training_subset(
+    reference, shared_data_dir
+) -> None:
+    """benchmarks/train_accuracy.py against a plain-torch oracle: normalise the run's training
+    images by hand, NCHW, the checkpoint's weights in eval mode, argmax."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from calibench.registry import create_backbone, create_dataset
+    from calibench.training.checkpoint import list_checkpoints, load_checkpoint
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "train_accuracy.py"
+    module_spec = importlib.util.spec_from_file_location("train_accuracy", script)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+
+    results, specs = reference
+    directory = run_dir(results, specs[0])
+    got = module.train_accuracy(directory, shared_data_dir)
+    assert got["train_images"] == 256 and got["epoch"] == 2 and got["seed"] == 0
+
+    protocol = load_protocol("tiny")
+    data = create_dataset("cifar10", root=shared_data_dir, val_size=protocol.data.val_size)
+    train = data.with_train_subset(256).train
+    x = train.x.float().div(255).permute(0, 3, 1, 2)
+    x = (x - torch.tensor(data.mean).view(1, 3, 1, 1)) / torch.tensor(data.std).view(1, 3, 1, 1)
+    model = create_backbone("resnet20", num_classes=10)
+    _, checkpoint = list_checkpoints(directory / "checkpoints")[-1]
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    with torch.no_grad():
+        expected = (model.eval()(x).argmax(1) == train.y).float().mean().item()
+    assert np.isclose(got["train_acc"], expected, atol=1 / 256)
