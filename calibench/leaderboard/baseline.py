@@ -22,8 +22,10 @@ records' numbers when a board is built from published records alone).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,25 +60,73 @@ def _bh(p: Sequence[float]) -> list[float]:
     return out
 
 
+_SEVERITY_KEY = re.compile(r"^(acc|ece|adaece|nll)(_ts)?@s([1-9][0-9]*)$")
+_SEVERITY_TITLES = {"acc": "acc", "ece": "ECE", "adaece": "AdaECE", "nll": "NLL"}
+
+
+@dataclass(frozen=True)
+class _Metric:
+    key: str
+    title: str
+    higher_is_better: bool
+    percent: bool
+
+
+def _severity_value(record: Any, metric: str, severity: str) -> float:
+    summary = ((record.data.get("metrics") or {}).get("shift") or {}).get("summary") or {}
+    value = (summary.get("by_severity") or {}).get(severity, {}).get(metric)
+    return float("nan") if value is None else float(value)
+
+
+def _metrics(board: Leaderboard, keys: Sequence[str]) -> list[_Metric]:
+    """Board columns by key, and ``<metric>[_ts]@s<N>``: a shift grid's mean over corruptions
+    at severity N (``ece@s5``, ``ece_ts@s5``, ``acc@s3``), read from the records."""
+    columns = {c.key: c for c in board.columns}
+    out, unknown = [], []
+    for key in keys:
+        match = _SEVERITY_KEY.match(key)
+        if key in columns:
+            c = columns[key]
+            out.append(_Metric(key, c.title, c.higher_is_better, c.percent))
+        elif match:
+            base, ts, severity = match.groups()
+            title = (
+                f"{_SEVERITY_TITLES[base]}{' after TS' if ts else ''} at shift severity {severity}"
+            )
+            out.append(_Metric(key, title, base == "acc", base != "nll"))
+        else:
+            unknown.append(key)
+    if unknown:
+        raise UsageError(
+            f"unknown metric(s) {', '.join(unknown)}; the board has {', '.join(columns)}, and "
+            "<acc|ece|adaece|nll>[_ts]@s<N> reads a shift grid's severity N"
+        )
+    return out
+
+
 def compare_to_baseline(
     board: Leaderboard, baseline: str = "ce", metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """One row per (section, loss != baseline, metric): see the module docstring.
 
-    ``metrics`` are column keys of the board (default: every column). Raises
-    :class:`~calibench.errors.UsageError` for an unknown metric or a section without the
-    baseline row.
+    ``metrics`` are column keys of the board (default: every column) or severity keys
+    (``ece@s5``: see :func:`_metrics`). Raises :class:`~calibench.errors.UsageError` for an
+    unknown metric or a section without the baseline row.
     """
     import pandas as pd
 
-    columns = {c.key: c for c in board.columns}
-    keys = list(metrics) if metrics is not None else list(columns)
-    unknown = [k for k in keys if k not in columns]
-    if unknown:
-        raise UsageError(
-            f"unknown metric(s) {', '.join(unknown)}; the board has {', '.join(columns)}"
-        )
-    done = board.runs[board.runs["status"] == "completed"]
+    wanted = _metrics(
+        board, list(metrics) if metrics is not None else [c.key for c in board.columns]
+    )
+    columns = {m.key: m for m in wanted}
+    keys = list(columns)
+    done = board.runs[board.runs["status"] == "completed"].copy()
+    for key in keys:
+        match = _SEVERITY_KEY.match(key)
+        if key not in done.columns and match:
+            base, ts, severity = match.groups()
+            name = base + (ts or "")
+            done[key] = [_severity_value(r, name, severity) for r in done["record"]]
     rows = []
     for section, runs in done.groupby(list(SECTION_KEYS), sort=False):
         losses = list(dict.fromkeys(runs["loss"]))
@@ -102,6 +152,7 @@ def compare_to_baseline(
                         "loss": loss,
                         "metric": key,
                         "title": column.title,
+                        "percent": column.percent,
                         "higher_is_better": column.higher_is_better,
                         "mean": float(np.mean(v)) if v else float("nan"),
                         "baseline_mean": float(np.mean(b)) if b else float("nan"),
@@ -135,8 +186,11 @@ def render_baseline_markdown(frame: pd.DataFrame, board: Leaderboard, baseline: 
     """A markdown table: one row per loss, one column per metric, cells ``delta ▲/▼/≈ (q)``."""
     from tabulate import tabulate
 
-    percent = {c.key: c.percent for c in board.columns}
-    titles = {c.key: c.title.removesuffix(" %").replace(" % ", " ") for c in board.columns}
+    first = frame.drop_duplicates("metric").set_index("metric")
+    percent = {k: bool(first.loc[k, "percent"]) for k in first.index}
+    titles = {
+        k: str(first.loc[k, "title"]).removesuffix(" %").replace(" % ", " ") for k in first.index
+    }
     parts = []
     for section, block in frame.groupby(list(SECTION_KEYS), sort=False):
         metric_order = list(dict.fromkeys(block["metric"]))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from calibench.errors import UsageError
 from calibench.leaderboard import build_leaderboard, publish, render
 from calibench.leaderboard.aggregate import SHIFT_COLUMNS, shift_grid_mean, shift_severity_curves
 from calibench.leaderboard.cells import GENERATED_NOTE, caption_lines, format_cell
@@ -174,3 +175,20 @@ def test_publish_without_grids_writes_no_severity_png(make_run, tmp_path) -> Non
     result = publish(tmp_path / "results", root=tmp_path / "leaderboards", n_boot=0)
     assert not (result.path / SHIFT_PLOT).exists()
     assert SHIFT_PLOT not in (result.path / "LEADERBOARD.md").read_text()
+
+
+def test_compare_reads_a_severity_from_the_grid(shift_board) -> None:
+    """``ece@s5`` is each run's mean over corruptions at severity 5, compared like a column."""
+    from calibench.leaderboard.baseline import compare_to_baseline
+
+    frame = compare_to_baseline(shift_board, "ce", ["ece@s5", "acc_ts@s2"])
+    frame = frame.set_index(["metric", "loss"])
+    # grid(): at severity 5, ece = level + 0.10 + 0.01 c, mean over c in 0..2: level + 0.11
+    row = frame.loc[("ece@s5", "focal")]
+    assert row["baseline_mean"] == pytest.approx(np.mean([0.10, 0.13, 0.11]) + 0.11)
+    assert row["mean"] == pytest.approx(0.05 + 0.11) and row["n"] == 1
+    assert np.isnan(frame.loc[("ece@s5", "mmce"), "delta"])  # no grid: no value
+    assert row["title"] == "ECE at shift severity 5" and not row["higher_is_better"]
+    assert frame.loc[("acc_ts@s2", "focal"), "higher_is_better"]
+    with pytest.raises(UsageError, match=r"<acc\|ece\|adaece\|nll>\[_ts\]@s<N>"):
+        compare_to_baseline(shift_board, "ce", ["ece@5"])
