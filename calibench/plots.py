@@ -7,6 +7,7 @@ matplotlib (Agg backend) and torch-uncertainty's plotting are imported only when
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,13 @@ from torch import Tensor
 
 from calibench.atomic import atomic_write, atomic_write_bytes
 
-__all__ = ["ood_histogram", "reliability_diagram", "shift_severity_plot", "shift_severity_png"]
+__all__ = [
+    "calibration_accuracy_png",
+    "ood_histogram",
+    "reliability_diagram",
+    "shift_severity_plot",
+    "shift_severity_png",
+]
 
 
 def _pyplot() -> Any:
@@ -190,11 +197,7 @@ def shift_severity_png(curves: ShiftCurves) -> bytes:
                 for i, (loss, curve) in enumerate(curves[section].items()):
                     ys = [100.0 * v for v in curve[key]]
                     # 10 colours, then the next 10 dashed with squares, then dotted with triangles
-                    style = {"color": f"C{i % 10}", "ls": ("-", "--", ":")[i // 10 % 3]}
-                    marker = "os^"[i // 10 % 3]
-                    ax.plot(
-                        curve["severities"], ys, marker=marker, lw=1.5, ms=4, label=loss, **style
-                    )
+                    ax.plot(curve["severities"], ys, lw=1.5, ms=4, label=loss, **_line_style(i))
                 ax.set_title(f"{section}: {label}", fontsize="medium")
                 ax.set_xlabel("corruption severity (0 = clean test split)")
                 ax.set_ylabel(f"{label.split(' (')[0]} % (mean over corruptions)")
@@ -226,3 +229,55 @@ def shift_severity_png(curves: ShiftCurves) -> bytes:
 def shift_severity_plot(curves: ShiftCurves, path: str | Path) -> Path:
     """Write :func:`shift_severity_png` to ``path`` atomically; return the path."""
     return atomic_write_bytes(path, shift_severity_png(curves))
+
+
+def _line_style(i: int) -> dict[str, Any]:
+    """The i-th series: 10 colours, then dashed with squares, then dotted with triangles."""
+    return {
+        "color": f"C{i % 10}",
+        "ls": ("-", "--", ":")[i // 10 % 3],
+        "marker": "os^"[i // 10 % 3],
+    }
+
+
+def calibration_accuracy_png(
+    points: dict[str, dict[str, dict[str, tuple[float, float, float]]]],
+) -> bytes:
+    """ECE (left) and ECE after TS (right) against test accuracy, one labelled point per loss
+    with its 95 % intervals as error bars in both directions, one row of panels per section
+    (:func:`calibench.leaderboard.aggregate.calibration_accuracy_points`), as a PNG."""
+    plt = _pyplot()
+    sections = list(points)
+    fig, axes = plt.subplots(
+        max(len(sections), 1), 2, figsize=(12, 5.2 * max(len(sections), 1)), dpi=110, squeeze=False
+    )
+    try:
+        for row, section in zip(axes, sections, strict=False):
+            for ax, key, label in zip(row, ("ece", "ece_ts"), ("ECE", "ECE after TS"), strict=True):
+                for i, (loss, p) in enumerate(points[section].items()):
+                    x, xlo, xhi = (100.0 * v for v in p["acc"])
+                    y, ylo, yhi = (100.0 * v for v in p[key])
+                    style = _line_style(i)
+                    xerr = [[x - xlo], [xhi - x]] if math.isfinite(xlo + xhi) else None
+                    yerr = [[y - ylo], [yhi - y]] if math.isfinite(ylo + yhi) else None
+                    ax.errorbar(
+                        x, y, xerr=xerr, yerr=yerr, color=style["color"], marker=style["marker"],
+                        ms=4, lw=0.8, capsize=2, ls="none",
+                    )  # fmt: skip
+                    ax.annotate(
+                        loss, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6.5,
+                        color=style["color"],
+                    )  # fmt: skip
+                ax.set_title(f"{section}: {label} against accuracy", fontsize="medium")
+                ax.set_xlabel("test accuracy % (seed mean, 95 % CI)")
+                ax.set_ylabel(f"{label} % (seed mean, 95 % CI; lower is better)")
+                ax.grid(True, alpha=0.3, linestyle="--")
+        if not sections:
+            for ax in axes[0]:
+                ax.text(0.5, 0.5, "no completed runs", ha="center", va="center")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)

@@ -405,6 +405,29 @@ def _section_title(row: pd.Series) -> str:
     )
 
 
+CalibrationPoints = dict[str, dict[str, dict[str, tuple[float, float, float]]]]
+
+
+def calibration_accuracy_points(board: Leaderboard) -> CalibrationPoints:
+    """Per section (dataset · backbone · protocol), per row with a completed run, in rank order:
+    ``{"acc": (mean, lo, hi), "ece": (...), "ece_ts": (...)}`` from the table, the seed mean
+    and its 95 % interval (NaN bounds without intervals): the points of
+    :func:`calibench.plots.calibration_accuracy_png`."""
+    points: CalibrationPoints = {}
+    for _, row in board.table.iterrows():
+        if not row["n_completed"] or pd.isna(row["acc_mean"]):
+            continue
+        entry = {
+            key: tuple(
+                float("nan") if pd.isna(row.get(f"{key}{part}")) else float(row[f"{key}{part}"])
+                for part in ("_mean", "_ci_low", "_ci_high")
+            )
+            for key in ("acc", "ece", "ece_ts")
+        }
+        points.setdefault(_section_title(row), {})[str(row["loss"])] = entry  # type: ignore[assignment]
+    return points
+
+
 def shift_severity_curves(board: Leaderboard) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Per section (dataset · backbone · protocol), per loss row, the seed mean of ECE and of ECE
     after TS at severity 0 (the clean test split: the record's ``test`` / ``test_ts``) and at

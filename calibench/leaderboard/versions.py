@@ -3,7 +3,8 @@
 A version holds ``records/<run_id>/record.json`` (byte copies of the validated records),
 ``LEADERBOARD.md``, ``LEADERBOARD.csv``, ``LEADERBOARD.json``, ``LEADERBOARD.html`` (one
 self-contained page), ``CHANGES.md`` (rows and runs added, removed, or whose metrics changed
-since ``v<N-1>``), ``reliability/<row>.png`` and ``<row>_ts.png`` (the reliability diagram of
+since ``v<N-1>``), ``calibration_accuracy.png`` (ECE and ECE after TS against accuracy, one
+point per row with its 95 % intervals), ``reliability/<row>.png`` and ``<row>_ts.png`` (the reliability diagram of
 each row's lowest completed seed, before and after temperature scaling: byte copies of the
 run's own plots), ``shift_severity.png`` when records have a shift grid (ECE against
 corruption severity, one line per loss) and ``version.json`` (when and how it was rendered:
@@ -60,6 +61,8 @@ __all__ = [
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 SHIFT_PLOT = "shift_severity.png"
 """ECE against shift severity, one line per loss (written when records have a shift grid)."""
+CALIBRATION_PLOT = "calibration_accuracy.png"
+"""ECE and ECE after TS against accuracy, one point per loss with its intervals."""
 VERSION_FILE = "version.json"
 """How a version was rendered: ``published_at``, ``n_boot``, ``seed``, ``sort``."""
 RELIABILITY_DIR = "reliability"
@@ -263,8 +266,8 @@ def render_version(
     published_at: str,
 ) -> dict[str, bytes]:
     """Every rendered file of a version (relative path -> bytes), records not included."""
-    from calibench.leaderboard.aggregate import shift_severity_curves
-    from calibench.plots import shift_severity_png
+    from calibench.leaderboard.aggregate import calibration_accuracy_points, shift_severity_curves
+    from calibench.plots import calibration_accuracy_png, shift_severity_png
 
     files: dict[str, bytes] = {}
     title = f"{protocol} leaderboard v{version}"
@@ -273,6 +276,13 @@ def render_version(
     if curves:
         files[SHIFT_PLOT] = shift_severity_png(curves)
         md += f"\n![ECE against corruption severity, one line per loss]({SHIFT_PLOT})\n"
+    points = calibration_accuracy_points(board)
+    if points:
+        files[CALIBRATION_PLOT] = calibration_accuracy_png(points)
+        md += (
+            "\n![ECE and ECE after TS against accuracy, one point per loss, 95 % intervals]"
+            f"({CALIBRATION_PLOT})\n"
+        )
     diagrams = _reliability_files(board)
     files.update(diagrams)
     stems = sorted({Path(k).stem for k in diagrams if not k.endswith("_ts.png")})

@@ -203,7 +203,7 @@ def test_published_versions_hold_no_cache(sweep, tmp_path):
     result = publish(sweep, root=tmp_path / "leaderboards", n_boot=N_BOOT)
     tables = ["LEADERBOARD.md", "LEADERBOARD.csv", "LEADERBOARD.json", "LEADERBOARD.html"]
     assert sorted(p.name for p in result.path.rglob("*") if p.is_file()) == sorted(
-        ["CHANGES.md", "version.json", *tables, *["record.json"] * 5]
+        ["CHANGES.md", "calibration_accuracy.png", "version.json", *tables, *["record.json"] * 5]
     )
     build_leaderboard(result.path / "records", n_boot=N_BOOT)  # records only: nothing to cache
     assert caches(result.path) == []

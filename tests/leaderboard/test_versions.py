@@ -47,6 +47,7 @@ def test_publish_v1_then_v2_with_changes(make_run, tmp_path):
         "LEADERBOARD.html",
         "LEADERBOARD.json",
         "LEADERBOARD.md",
+        "calibration_accuracy.png",
         "records",
         "version.json",
     ]
@@ -176,6 +177,8 @@ def test_a_published_version_re_renders_byte_for_byte(make_run, tmp_path):
         assert base64.b64encode(PNG + f"{loss}1".encode()).decode() not in html
     md = (v1.path / "LEADERBOARD.md").read_text()
     assert "(reliability/ce.png)" in md and "OOD sets: gaussian (synthetic noise only" in md
+    assert (v1.path / "calibration_accuracy.png").read_bytes().startswith(PNG)
+    assert "(calibration_accuracy.png)" in md
     meta = json.loads((v1.path / "version.json").read_text())
     assert meta["n_boot"] == 20 and meta["sort"] == "ece"
 
@@ -214,3 +217,19 @@ def test_the_caption_names_a_known_lossy_data_copy(make_run, tmp_path):
     lines = caption_lines(build_leaderboard(tmp_path / "results", n_boot=0))
     data = [line for line in lines if line.startswith("Data: cifar10.npz")]
     assert len(data) == 1 and "JPEG" in data[0] and "not digit-for-digit comparable" in data[0]
+
+
+def test_calibration_accuracy_points_are_the_tables_means_and_intervals(make_run, tmp_path):
+    from calibench.leaderboard.aggregate import calibration_accuracy_points
+
+    for seed in (0, 1):
+        make_run(loss="ce", seed=seed)
+    make_run(loss="focal", seed=0, status="diverged")
+    board = build_leaderboard(tmp_path / "results", n_boot=20)
+    (section,) = calibration_accuracy_points(board).values()
+    assert list(section) == ["ce"]  # a row without a completed run has no point
+    row = board.table[board.table["loss"] == "ce"].iloc[0]
+    for key in ("acc", "ece", "ece_ts"):
+        mean, lo, hi = section["ce"][key]
+        assert (mean, lo, hi) == (row[f"{key}_mean"], row[f"{key}_ci_low"], row[f"{key}_ci_high"])
+        assert lo <= mean <= hi
