@@ -36,6 +36,18 @@ def _pyplot() -> Any:
     return plt
 
 
+def _png_bytes(fig: Any, empty: tuple[Any, str] | None = None) -> bytes:
+    """``fig`` laid out and encoded as PNG; ``empty = (axes, text)`` writes ``text`` in each of
+    those axes first (a figure with nothing to show says so)."""
+    if empty is not None:
+        for ax in empty[0]:
+            ax.text(0.5, 0.5, empty[1], ha="center", va="center")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
 def _save(fig: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png", bbox_inches="tight"))
 
@@ -215,13 +227,7 @@ def shift_severity_png(curves: ShiftCurves) -> bytes:
                     ncol=1 if most <= 2 * SHIFT_LEGEND_INSIDE + 4 else 2,
                     borderaxespad=0.0,
                 )
-        if not sections:
-            for ax in axes[0]:
-                ax.text(0.5, 0.5, "no shift grid", ha="center", va="center")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
+        return _png_bytes(fig, None if sections else (axes[0], "no shift grid"))
     finally:
         plt.close(fig)
 
@@ -272,12 +278,6 @@ def calibration_accuracy_png(
                 ax.set_xlabel("test accuracy % (seed mean, 95 % CI)")
                 ax.set_ylabel(f"{label} % (seed mean, 95 % CI; lower is better)")
                 ax.grid(True, alpha=0.3, linestyle="--")
-        if not sections:
-            for ax in axes[0]:
-                ax.text(0.5, 0.5, "no completed runs", ha="center", va="center")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
+        return _png_bytes(fig, None if sections else (axes[0], "no completed runs"))
     finally:
         plt.close(fig)
