@@ -161,7 +161,7 @@ def compare_cmd(
     keys = [k.strip() for k in metrics.split(",") if k.strip()]
     board = build_leaderboard(_results_dir(results), protocol=protocol, n_boot=0)
     frame = compare_to_baseline(board, baseline, keys)
-    typer.echo(render_baseline_markdown(frame, board, baseline), nl=False)
+    typer.echo(render_baseline_markdown(frame, baseline), nl=False)
 
 
 @leaderboard_app.command("show")

@@ -70,6 +70,8 @@ class _Metric:
     title: str
     higher_is_better: bool
     percent: bool
+    shift: tuple[str, str] | None = None
+    """``(metric, severity)`` of a severity key, read from the records' shift summaries."""
 
 
 def _severity_value(record: Any, metric: str, severity: str) -> float:
@@ -90,10 +92,11 @@ def _metrics(board: Leaderboard, keys: Sequence[str]) -> list[_Metric]:
             out.append(_Metric(key, c.title, c.higher_is_better, c.percent))
         elif match:
             base, ts, severity = match.groups()
+            ts = ts or ""
             title = (
                 f"{_SEVERITY_TITLES[base]}{' after TS' if ts else ''} at shift severity {severity}"
             )
-            out.append(_Metric(key, title, base == "acc", base != "nll"))
+            out.append(_Metric(key, title, base == "acc", base != "nll", (base + ts, severity)))
         else:
             unknown.append(key)
     if unknown:
@@ -121,12 +124,9 @@ def compare_to_baseline(
     columns = {m.key: m for m in wanted}
     keys = list(columns)
     done = board.runs[board.runs["status"] == "completed"].copy()
-    for key in keys:
-        match = _SEVERITY_KEY.match(key)
-        if key not in done.columns and match:
-            base, ts, severity = match.groups()
-            name = base + (ts or "")
-            done[key] = [_severity_value(r, name, severity) for r in done["record"]]
+    for m in wanted:
+        if m.shift is not None:
+            done[m.key] = [_severity_value(r, *m.shift) for r in done["record"]]
     rows = []
     for section, runs in done.groupby(list(SECTION_KEYS), sort=False):
         losses = list(dict.fromkeys(runs["loss"]))
@@ -182,7 +182,7 @@ def _cell(row: pd.Series, percent: bool) -> str:
     return f"{row['delta'] * scale:+.2f}{unit}{mark}{q}"
 
 
-def render_baseline_markdown(frame: pd.DataFrame, board: Leaderboard, baseline: str) -> str:
+def render_baseline_markdown(frame: pd.DataFrame, baseline: str) -> str:
     """A markdown table: one row per loss, one column per metric, cells ``delta ▲/▼/≈ (q)``."""
     from tabulate import tabulate
 

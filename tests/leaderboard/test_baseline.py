@@ -63,7 +63,7 @@ def test_deltas_p_values_q_values_and_verdicts_match_an_independent_computation(
     # identical accuracies in every row: no difference anywhere
     assert set(frame.loc["acc", "verdict"]) == {"≈"}
 
-    md = render_baseline_markdown(compare_to_baseline(board, "ce", ["ece"]), board, "ce")
+    md = render_baseline_markdown(compare_to_baseline(board, "ce", ["ece"]), "ce")
     focal = next(line for line in md.splitlines() if line.startswith("| focal"))
     assert "-11.50 pt ▲" in focal
     assert "ce (3 seeds): ECE 16.00 %" in md
