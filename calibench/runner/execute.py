@@ -235,6 +235,10 @@ def _execute_locked(
             progress=progress,
             checkpoint_every=checkpoint_every,
         )
+    except KeyboardInterrupt as exc:  # Ctrl-C or a stop signal: resumable, not a failure
+        with contextlib.suppress(OSError):
+            _log_attempt(directory, event="interrupted", reason=_one_line(exc))
+        raise
     except Exception as exc:
         reason = _one_line(exc)
         log = directory / LOGS / f"error-{int(time.time())}.log"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,12 +12,14 @@ from filelock import FileLock
 from rich.console import Console
 
 from calibench import records
+from calibench.errors import TrainingInterrupted
 from calibench.runner import execute
 from calibench.runner.execute import execute_run
 from calibench.runner.executors import LocalExecutor, RunJob, run_sweep
 from calibench.runner.plan import (
     CHECKPOINTS,
     LOCK,
+    LOGS,
     PROGRESS,
     RECORD,
     LossChoice,
@@ -137,6 +141,26 @@ def test_ctrl_c_stops_the_sweep_and_keeps_finished_records(
     # The interrupted run's lock is free again.
     with FileLock(str(run_dir(tmp_path, specs[1]) / LOCK), timeout=0):
         pass
+
+
+def test_a_stopped_run_logs_an_interrupted_attempt_and_stays_resumable(
+    tmp_path, specs, fake_engine, monkeypatch
+):
+    def stop(spec, directory, **kwargs):
+        raise TrainingInterrupted(signal.SIGTERM, "epoch 3, step 12")
+
+    monkeypatch.setattr(execute, "train_and_record", stop)
+    with pytest.raises(TrainingInterrupted):
+        execute_run(specs[0], tmp_path, device="cpu")
+    directory = run_dir(tmp_path, specs[0])
+    lines = (directory / LOGS / "attempts.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events] == ["start", "interrupted"]
+    assert "SIGTERM at epoch 3, step 12" in events[1]["reason"]
+    assert not (directory / RECORD).exists() and not (directory / PROGRESS).exists()
+
+    monkeypatch.setattr(execute, "train_and_record", fake_engine)
+    assert execute_run(specs[0], tmp_path, device="cpu").status == "completed"
 
 
 def test_progress_file_feeds_the_live_view(tmp_path: Path, specs) -> None:
