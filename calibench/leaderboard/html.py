@@ -6,7 +6,8 @@ loss names, deviations and notes come from records. Everything is inline (CSS, a
 JavaScript that sort the table when a header is clicked, and the PNGs as base64 ``data:``
 URIs), so the file can be mailed or published as is. Only plots the record names
 (``artifacts.plots``), that lie inside the run folder and start with the PNG signature are
-embedded. This module turns a board into the template's rows of cells; the text of each cell
+embedded; the table shows each diagram as a thumbnail (``THUMB_HEIGHT`` pixels high, twice the
+CSS height for high-density screens), the gallery at full size. This module turns a board into the template's rows of cells; the text of each cell
 is :mod:`calibench.leaderboard.cells`'.
 """
 
@@ -39,15 +40,17 @@ TEMPLATE = "leaderboard.html.j2"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 4 * 2**20
 RELIABILITY_KEY = "reliability"
+THUMB_HEIGHT = 112
 
 
 @dataclass(frozen=True)
 class Plot:
-    """One run's reliability diagram, as a ``data:`` URI."""
+    """One run's reliability diagram, as ``data:`` URIs of the full image and its thumbnail."""
 
     run_id: str
     seed: int
     uri: str
+    thumb: str
 
 
 @dataclass(frozen=True)
@@ -93,14 +96,35 @@ def _template() -> jinja2.Template:
     return env.get_template(TEMPLATE)
 
 
-def _png_data_uri(record: StoredRecord, relative: str) -> str | None:
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _read_png(record: StoredRecord, relative: str) -> bytes | None:
     path = record.artifact(relative)
     if path is None or path.stat().st_size > MAX_PNG_BYTES:
         return None
     data = path.read_bytes()
-    if not data.startswith(PNG_SIGNATURE):
-        return None
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return data if data.startswith(PNG_SIGNATURE) else None
+
+
+def _thumbnail(png: bytes) -> bytes:
+    """``png`` scaled down to ``THUMB_HEIGHT`` pixels high (as is if it is not taller or does
+    not decode)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(png))
+        if image.height <= THUMB_HEIGHT:
+            return png
+        image.thumbnail((image.width, THUMB_HEIGHT), Image.Resampling.LANCZOS)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return png
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
 
 
 def _reliability_plots(board: Leaderboard, run_ids: list[str], limit: int | None) -> list[Plot]:
@@ -114,9 +138,10 @@ def _reliability_plots(board: Leaderboard, run_ids: list[str], limit: int | None
         plots = record.data["artifacts"].get("plots") or {}
         names = sorted(k for k in plots if k.startswith(RELIABILITY_KEY))
         for name in names[:1]:
-            uri = _png_data_uri(record, plots[name])
-            if uri:
-                out.append(Plot(run_id, int(record.data["spec"]["seed"]), uri))
+            png = _read_png(record, plots[name])
+            if png:
+                seed = int(record.data["spec"]["seed"])
+                out.append(Plot(run_id, seed, _data_uri(png), _data_uri(_thumbnail(png))))
     out.sort(key=lambda p: (p.seed, p.run_id))
     return out if limit is None else out[:limit]
 
@@ -131,7 +156,7 @@ def _shift_plot(board: Leaderboard) -> str | None:
     curves = shift_severity_curves(board)
     if not curves:
         return None
-    return "data:image/png;base64," + base64.b64encode(shift_severity_png(curves)).decode("ascii")
+    return _data_uri(shift_severity_png(curves))
 
 
 def _sort_value(value: object) -> str:

@@ -94,6 +94,25 @@ def test_html_is_self_contained_with_embedded_diagrams(board):
     assert "<script>" in page and "dual_focal" in page
 
 
+def test_the_table_shows_a_thumbnail_and_the_gallery_the_full_diagram(make_run, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from calibench.leaderboard.html import THUMB_HEIGHT
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 400), "white").save(buffer, format="PNG")
+    tall = buffer.getvalue()
+    make_run(loss="ce", seed=0, plots={"reliability": tall})
+    page = render(build_leaderboard(tmp_path / "results", n_boot=0), "html")
+    full = "data:image/png;base64," + base64.b64encode(tall).decode()
+    assert page.count(full) == 1  # the gallery only
+    thumb_uri = page.split('<img class="thumb"', 1)[1].split('src="', 1)[1].split('"', 1)[0]
+    thumb = Image.open(io.BytesIO(base64.b64decode(thumb_uri.split(",", 1)[1])))
+    assert thumb.size == (THUMB_HEIGHT * 3 // 4, THUMB_HEIGHT)
+
+
 def test_html_escapes_and_skips_non_png(make_run, tmp_path):
     make_run(loss="ce", seed=0, plots={"reliability": b"<script>alert(1)</script>"})
     page = render(build_leaderboard(tmp_path / "results", n_boot=0), "html")
