@@ -8,7 +8,8 @@ point per row with its 95 % intervals), ``reliability/<row>.png`` and ``<row>_ts
 each row's lowest completed seed, before and after temperature scaling: byte copies of the
 run's own plots), ``shift_severity.png`` when records have a shift grid (ECE against
 corruption severity, one line per loss) and ``version.json`` (when and how it was rendered:
-``published_at``, ``n_boot``, ``seed``, ``sort``). It is built in a hidden temporary folder
+``published_at``, ``n_boot``, ``seed``, ``sort``, and ``rendered_with``, the versions of the
+packages the bytes depend on). It is built in a hidden temporary folder
 beside its final place and renamed into place in one step, so a crash leaves no half-written
 version. An existing version is never overwritten; publishing records identical to the latest
 version is refused too (nothing would change), unless ``allow_unchanged``.
@@ -16,7 +17,9 @@ version is refused too (nothing would change), unless ``allow_unchanged``.
 Every rendered file is a function of the records, their runs' saved predictions and
 ``version.json``: :func:`verify` renders a version again from the run folders it was published
 from and compares it byte for byte with the published files (:func:`render_version` is the one
-renderer both use).
+renderer both use). Bytes are reproducible with the packages of ``rendered_with`` (PNG encoding,
+resampling and the bootstrap's random stream may change between their releases); CI pins them
+in ``.ci/constraints.txt``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ __all__ = [
     "publish",
     "render_changes",
     "render_version",
+    "rendering_differences",
+    "rendering_packages",
     "verify",
 ]
 
@@ -64,7 +69,10 @@ SHIFT_PLOT = "shift_severity.png"
 CALIBRATION_PLOT = "calibration_accuracy.png"
 """ECE and ECE after TS against accuracy, one point per loss with its intervals."""
 VERSION_FILE = "version.json"
-"""How a version was rendered: ``published_at``, ``n_boot``, ``seed``, ``sort``."""
+"""How a version was rendered: ``published_at``, ``n_boot``, ``seed``, ``sort``,
+``rendered_with``."""
+RENDERING_PACKAGES = ("jinja2", "matplotlib", "numpy", "pandas", "pillow", "scipy", "tabulate")
+"""The packages whose versions the rendered bytes depend on (recorded in ``version.json``)."""
 RELIABILITY_DIR = "reliability"
 TABLES = ("LEADERBOARD.md", "LEADERBOARD.csv", "LEADERBOARD.json", "LEADERBOARD.html")
 
@@ -372,7 +380,13 @@ def publish(
     files = render_version(
         board, old, protocol=protocol, version=version, published_at=published_at
     )
-    meta = {"published_at": published_at, "n_boot": n_boot, "seed": seed, "sort": sort}
+    meta = {
+        "published_at": published_at,
+        "n_boot": n_boot,
+        "seed": seed,
+        "sort": sort,
+        "rendered_with": rendering_packages(),
+    }
     if problems:
         meta["skipped_malformed"] = len(problems)
     files[VERSION_FILE] = (json.dumps(meta, indent=2) + "\n").encode("utf-8")
@@ -396,6 +410,31 @@ def publish(
         raise
     changes = files["CHANGES.md"].decode("utf-8")
     return PublishResult(final, version, protocol, len(records), changes)
+
+
+def rendering_packages() -> dict[str, str]:
+    """The installed version of each of :data:`RENDERING_PACKAGES` (``"missing"`` if absent)."""
+    from importlib import metadata
+
+    out = {}
+    for name in RENDERING_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def rendering_differences(meta: dict[str, Any]) -> list[str]:
+    """How the installed rendering packages differ from the ones a version was rendered with
+    (``"matplotlib 3.11.2 there, 3.12.0 here"``); empty when they match or were not recorded."""
+    recorded = meta.get("rendered_with") or {}
+    here = rendering_packages()
+    return [
+        f"{name} {recorded[name]} there, {here.get(name, 'missing')} here"
+        for name in sorted(recorded)
+        if recorded[name] != here.get(name, "missing")
+    ]
 
 
 def verify(version_dir: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> list[str]:
@@ -465,4 +504,10 @@ def verify(version_dir: str | os.PathLike[str], results_dir: str | os.PathLike[s
     )
     rendered_like = {n for n in extra if n.startswith(f"{RELIABILITY_DIR}/") or n in TABLES}
     diffs += [f"{name}: published but not rendered" for name in sorted(rendered_like)]
+    packages = rendering_differences(meta)
+    if diffs and packages:
+        diffs.append(
+            f"rendered with other package versions ({'; '.join(packages)}): install those of "
+            f"{VERSION_FILE} (rendered_with) to reproduce the bytes"
+        )
     return diffs

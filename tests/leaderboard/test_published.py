@@ -6,23 +6,58 @@ the version again from the run folders committed beside it (``leaderboards/<prot
 their saved predictions and plots) and finds every rendered file identical to the published
 one. A change to the rendering code, a metric, an interval or a record that would alter a
 published number fails here. (Until a version is published the parameter list is empty.)
+
+Bytes reproduce only with the package versions that rendered them (``rendered_with`` in
+``version.json``): CI installs those (``.ci/constraints.txt``, checked here against every
+version); elsewhere, with other versions, the byte comparison is skipped and says why.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from calibench.leaderboard.versions import VERSION_FILE, verify
+from calibench.leaderboard.versions import (
+    RENDERING_PACKAGES,
+    VERSION_FILE,
+    rendering_differences,
+    verify,
+)
 from calibench.records import validate_record
 
-ROOT = Path(__file__).resolve().parents[2] / "leaderboards"
+REPO = Path(__file__).resolve().parents[2]
+ROOT = REPO / "leaderboards"
+CONSTRAINTS = REPO / ".ci" / "constraints.txt"
 VERSIONS = sorted(p.parent for p in ROOT.glob(f"*/v*/{VERSION_FILE}"))
+ids = {"ids": lambda p: f"{p.parent.name}/{p.name}"}
 
 
-@pytest.mark.parametrize("version", VERSIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def ci_pins() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            match = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line)
+            assert match, f"{CONSTRAINTS}: {line!r} is not name==version"
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def test_ci_pins_every_rendering_package() -> None:
+    assert set(RENDERING_PACKAGES) <= set(ci_pins())
+
+
+@pytest.mark.parametrize("version", VERSIONS, **ids)
+def test_ci_pins_the_packages_that_rendered_each_version(version: Path) -> None:
+    meta = json.loads((version / VERSION_FILE).read_text(encoding="utf-8"))
+    pins = ci_pins()
+    assert {k: pins.get(k) for k in meta["rendered_with"]} == meta["rendered_with"]
+
+
+@pytest.mark.parametrize("version", VERSIONS, **ids)
 def test_every_published_record_validates(version: Path) -> None:
     records = sorted((version / "records").glob("*/record.json"))
     assert records, f"{version} has no records"
@@ -30,6 +65,10 @@ def test_every_published_record_validates(version: Path) -> None:
         validate_record(json.loads(path.read_text(encoding="utf-8")), path)
 
 
-@pytest.mark.parametrize("version", VERSIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("version", VERSIONS, **ids)
 def test_every_published_version_re_renders_byte_for_byte(version: Path) -> None:
+    meta = json.loads((version / VERSION_FILE).read_text(encoding="utf-8"))
+    differences = rendering_differences(meta)
+    if differences:
+        pytest.skip(f"rendered with other package versions: {'; '.join(differences)}")
     assert verify(version, version.parent / "runs") == []

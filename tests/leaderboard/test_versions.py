@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from importlib import metadata
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from calibench.errors import UsageError
 from calibench.leaderboard import PublishError, build_leaderboard, publish
 from calibench.leaderboard import versions as publish_module
-from calibench.leaderboard.versions import verify
+from calibench.leaderboard.versions import rendering_differences, rendering_packages, verify
 from calibench.records import load_record, write_record
 
 
@@ -181,6 +182,8 @@ def test_a_published_version_re_renders_byte_for_byte(make_run, tmp_path):
     assert "(calibration_accuracy.png)" in md
     meta = json.loads((v1.path / "version.json").read_text())
     assert meta["n_boot"] == 20 and meta["sort"] == "ece"
+    assert meta["rendered_with"] == rendering_packages()
+    assert meta["rendered_with"]["matplotlib"] == metadata.version("matplotlib")
 
     csv = v1.path / "LEADERBOARD.csv"
     csv.write_bytes(csv.read_bytes() + b"\n")
@@ -198,6 +201,25 @@ def test_a_published_version_re_renders_byte_for_byte(make_run, tmp_path):
     record = next((v1.path / "records").rglob("record.json"))
     record.write_bytes(record.read_bytes().replace(b'"completed"', b'"complete"', 1))
     assert any("malformed published record" in d for d in verify(v1.path, results))
+
+
+def test_verify_names_the_package_versions_that_differ(make_run, tmp_path):
+    make_run(loss="ce", seed=0)
+    results = tmp_path / "results"
+    v1 = publish(results, root=tmp_path / "boards", n_boot=20)
+    meta_path = v1.path / "version.json"
+    meta = json.loads(meta_path.read_text())
+    meta["rendered_with"]["matplotlib"] = "0.0.1"
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    assert rendering_differences(meta) == [
+        f"matplotlib 0.0.1 there, {metadata.version('matplotlib')} here"
+    ]
+    assert verify(v1.path, results) == []  # the bytes still match: no hint needed
+    md = v1.path / "LEADERBOARD.md"
+    md.write_bytes(md.read_bytes() + b"\n")
+    diffs = verify(v1.path, results)
+    assert diffs[0] == "LEADERBOARD.md: differs from a fresh rendering"
+    assert "matplotlib 0.0.1 there" in diffs[-1] and "rendered_with" in diffs[-1]
 
 
 def test_verify_refuses_a_folder_that_is_not_a_version(tmp_path):
