@@ -246,9 +246,11 @@ def _line_style(i: int) -> dict[str, Any]:
     }
 
 
-def calibration_accuracy_png(
-    points: dict[str, dict[str, dict[str, tuple[float, float, float]]]],
-) -> bytes:
+CalibrationPoints = Mapping[str, Mapping[str, Mapping[str, tuple[float, float, float]]]]
+"""section -> loss -> ``acc`` / ``ece`` / ``ece_ts`` -> (seed mean, CI low, CI high)."""
+
+
+def calibration_accuracy_png(points: CalibrationPoints) -> bytes:
     """ECE (left) and ECE after TS (right) against test accuracy, one labelled point per loss
     with its 95 % intervals as error bars in both directions, one row of panels per section
     (:func:`calibench.leaderboard.aggregate.calibration_accuracy_points`), as a PNG."""

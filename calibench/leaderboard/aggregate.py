@@ -32,7 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -51,6 +51,9 @@ from calibench.records import (
     load_ood_scores,
     load_predictions,
 )
+
+if TYPE_CHECKING:
+    from calibench.plots import CalibrationPoints
 
 __all__ = [
     "GROUP_KEYS",
@@ -405,15 +408,12 @@ def _section_title(row: pd.Series) -> str:
     )
 
 
-CalibrationPoints = dict[str, dict[str, dict[str, tuple[float, float, float]]]]
-
-
 def calibration_accuracy_points(board: Leaderboard) -> CalibrationPoints:
     """Per section (dataset · backbone · protocol), per row with a completed run, in rank order:
     ``{"acc": (mean, lo, hi), "ece": (...), "ece_ts": (...)}`` from the table, the seed mean
     and its 95 % interval (NaN bounds without intervals): the points of
     :func:`calibench.plots.calibration_accuracy_png`."""
-    points: CalibrationPoints = {}
+    points: dict[str, dict[str, dict[str, tuple[float, ...]]]] = {}
     for _, row in board.table.iterrows():
         if not row["n_completed"] or pd.isna(row["acc_mean"]):
             continue
@@ -424,7 +424,7 @@ def calibration_accuracy_points(board: Leaderboard) -> CalibrationPoints:
             )
             for key in ("acc", "ece", "ece_ts")
         }
-        points.setdefault(_section_title(row), {})[str(row["loss"])] = entry  # type: ignore[assignment]
+        points.setdefault(_section_title(row), {})[str(row["loss"])] = entry
     return points
 
 

@@ -7,8 +7,8 @@ JavaScript that sort the table when a header is clicked, and the PNGs as base64 
 URIs), so the file can be mailed or published as is. Only plots the record names
 (``artifacts.plots``), that lie inside the run folder and start with the PNG signature are
 embedded; the table shows each diagram as a thumbnail (``THUMB_HEIGHT`` pixels high, twice the
-CSS height for high-density screens), the gallery at full size. This module turns a board into the template's rows of cells; the text of each cell
-is :mod:`calibench.leaderboard.cells`'.
+CSS height for high-density screens), the gallery at full size. This module turns a board into
+the template's rows of cells; the text of each cell is :mod:`calibench.leaderboard.cells`'.
 """
 
 from __future__ import annotations

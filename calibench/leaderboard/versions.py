@@ -4,13 +4,13 @@ A version holds ``records/<run_id>/record.json`` (byte copies of the validated r
 ``LEADERBOARD.md``, ``LEADERBOARD.csv``, ``LEADERBOARD.json``, ``LEADERBOARD.html`` (one
 self-contained page), ``CHANGES.md`` (rows and runs added, removed, or whose metrics changed
 since ``v<N-1>``), ``calibration_accuracy.png`` (ECE and ECE after TS against accuracy, one
-point per row with its 95 % intervals), ``reliability/<row>.png`` and ``<row>_ts.png`` (the reliability diagram of
-each row's lowest completed seed, before and after temperature scaling: byte copies of the
-run's own plots), ``shift_severity.png`` when records have a shift grid (ECE against
-corruption severity, one line per loss) and ``version.json`` (when and how it was rendered:
-``published_at``, ``n_boot``, ``seed``, ``sort``, and ``rendered_with``, the versions of the
-packages the bytes depend on). It is built in a hidden temporary folder
-beside its final place and renamed into place in one step, so a crash leaves no half-written
+point per row with its 95 % intervals), ``reliability/<row>.png`` and ``<row>_ts.png`` (the
+reliability diagram of each row's lowest completed seed, before and after temperature scaling:
+byte copies of the run's own plots), ``shift_severity.png`` when records have a shift grid (ECE
+against corruption severity, one line per loss) and ``version.json`` (when and how it was
+rendered: ``published_at``, ``n_boot``, ``seed``, ``sort``, and ``rendered_with``, the versions
+of the packages the bytes depend on). It is built in a hidden temporary folder beside its final
+place and renamed into place in one step, so a crash leaves no half-written
 version. An existing version is never overwritten; publishing records identical to the latest
 version is refused too (nothing would change), unless ``allow_unchanged``.
 
