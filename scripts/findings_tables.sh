@@ -3,6 +3,10 @@
 #
 #   bash scripts/findings_tables.sh leaderboards/small/v1 > leaderboards/small/v1/findings_tables.md
 #
+# Run it from the repository root ($PYTHON, default python, must import calibench). The output is
+# deterministic (no resampling), and tests/leaderboard/test_published.py checks that it still
+# reproduces each published findings_tables.md.
+#
 # Each block is `calibench leaderboard compare`: the difference of seed means against a baseline
 # row, Welch's t-test over seeds, Benjamini-Hochberg q over every loss of the section (so a pair
 # read out of a block, such as iq-chi2 against iq-ref-chi, carries the correction for all of them).
@@ -16,7 +20,7 @@ compare() {
     echo "calibench leaderboard compare -r $records $*"
     echo '```'
     echo
-    python -m calibench leaderboard compare -r "$records" "$@"
+    "${PYTHON:-python}" -m calibench leaderboard compare -r "$records" "$@"
     echo
 }
 

@@ -6,6 +6,8 @@ the version again from the run folders committed beside it (``leaderboards/<prot
 their saved predictions and plots) and finds every rendered file identical to the published
 one. A change to the rendering code, a metric, an interval or a record that would alter a
 published number fails here. (Until a version is published the parameter list is empty.)
+A version's ``findings_tables.md`` (the comparisons its FINDINGS.md quotes) must come out of
+``scripts/findings_tables.sh`` unchanged.
 
 Bytes reproduce only with the package versions that rendered them (``rendered_with`` in
 ``version.json``): CI installs those (``.ci/constraints.txt``, checked here against every
@@ -15,7 +17,10 @@ version); elsewhere, with other versions, the byte comparison is skipped and say
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +77,22 @@ def test_every_published_version_re_renders_byte_for_byte(version: Path) -> None
     if differences:
         pytest.skip(f"rendered with other package versions: {'; '.join(differences)}")
     assert verify(version, version.parent / "runs") == []
+
+
+FINDINGS_TABLES = "findings_tables.md"
+WITH_TABLES = [v for v in VERSIONS if (v / FINDINGS_TABLES).is_file()]
+
+
+@pytest.mark.parametrize("version", WITH_TABLES, **ids)
+def test_findings_tables_regenerate_from_the_published_records(version: Path) -> None:
+    """The comparisons FINDINGS.md quotes come from the records, not from an edited file."""
+    out = subprocess.run(
+        ["bash", "scripts/findings_tables.sh", version.relative_to(REPO).as_posix()],
+        cwd=REPO,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (version / FINDINGS_TABLES).read_text(encoding="utf-8")
