@@ -110,7 +110,8 @@ def _metrics(board: Leaderboard, keys: Sequence[str]) -> list[_Metric]:
 def compare_to_baseline(
     board: Leaderboard, baseline: str = "ce", metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """One row per (section, loss != baseline, metric): see the module docstring.
+    """One row per (section, loss != baseline, metric), losses in name order (not the order of
+    the run folders): see the module docstring.
 
     ``metrics`` are column keys of the board (default: every column) or severity keys
     (``ece@s5``: see :func:`_metrics`). Raises :class:`~calibench.errors.UsageError` for an
@@ -129,7 +130,7 @@ def compare_to_baseline(
             done[m.key] = [_severity_value(r, *m.shift) for r in done["record"]]
     rows = []
     for section, runs in done.groupby(list(SECTION_KEYS), sort=False):
-        losses = list(dict.fromkeys(runs["loss"]))
+        losses = sorted(set(runs["loss"]))
         if baseline not in losses:
             raise UsageError(
                 f"no completed {baseline!r} runs in {' / '.join(map(str, section))}; pass "

@@ -64,6 +64,8 @@ def test_deltas_p_values_q_values_and_verdicts_match_an_independent_computation(
     assert set(frame.loc["acc", "verdict"]) == {"≈"}
 
     md = render_baseline_markdown(compare_to_baseline(board, "ce", ["ece"]), "ce")
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["brier", "focal", "mmce", "poly1"]  # name order, after the header
     focal = next(line for line in md.splitlines() if line.startswith("| focal"))
     assert "-11.50 pt ▲" in focal
     assert "ce (3 seeds): ECE 16.00 %" in md
