@@ -7,7 +7,8 @@ their saved predictions and plots) and finds every rendered file identical to th
 one. A change to the rendering code, a metric, an interval or a record that would alter a
 published number fails here. (Until a version is published the parameter list is empty.)
 A version's ``findings_tables.md`` (the comparisons its FINDINGS.md quotes) must come out of
-``scripts/findings_tables.sh`` unchanged.
+``scripts/findings_tables.sh`` unchanged, and every decimal number its FINDINGS.md quotes must be
+in LEADERBOARD.md, in findings_tables.md or in FINDINGS.md's own list of outside sources.
 
 Bytes reproduce only with the package versions that rendered them (``rendered_with`` in
 ``version.json``): CI installs those (``.ci/constraints.txt``, checked here against every
@@ -96,3 +97,38 @@ def test_findings_tables_regenerate_from_the_published_records(version: Path) ->
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == (version / FINDINGS_TABLES).read_text(encoding="utf-8")
+
+
+FINDINGS = "FINDINGS.md"
+#: FINDINGS.md's last section: the numbers it quotes from outside the version, with their sources.
+OUTSIDE_SOURCES = "## Sources outside this version"
+DECIMAL = re.compile(r"(?<![\w.])[+\-−]?(\d+\.\d+(?:e-\d+)?)")
+WITH_FINDINGS = [v for v in VERSIONS if (v / FINDINGS).is_file()]
+TABLE_SOURCES = ("LEADERBOARD.md", FINDINGS_TABLES)
+
+
+def unsourced_numbers(findings: str, *tables: str) -> list[str]:
+    """Decimal numbers of ``findings`` (before its sources section) found in no table and not
+    in that section. Signs are ignored (the tables write ``-``, prose ``−``)."""
+    body, _, outside = findings.partition(OUTSIDE_SOURCES)
+    allowed = set().union(*(set(DECIMAL.findall(t)) for t in (*tables, outside)))
+    return sorted(set(DECIMAL.findall(body)) - allowed)
+
+
+def test_unsourced_numbers_finds_a_number_the_tables_do_not_hold() -> None:
+    table = "| ce | 18.27 ± 0.61 | -16.30 pt ▲ (q 4.2e-05) |"
+    good = "CE 18.27 %; adafocal −16.30 pt (q 4.2e-05); literature 4.35\n"
+    assert unsourced_numbers(good + f"{OUTSIDE_SOURCES}\n- CE 4.35 (a paper)\n", table) == []
+    assert unsourced_numbers(good, table) == ["4.35"]
+    assert unsourced_numbers("CE 18.72 %", table) == ["18.72"]
+
+
+@pytest.mark.parametrize("version", WITH_FINDINGS, **ids)
+def test_every_number_in_findings_is_in_the_tables_or_a_cited_source(version: Path) -> None:
+    """A FINDINGS.md claim quotes the published tables, not a number typed from memory."""
+    tables = [(version / name).read_text(encoding="utf-8") for name in TABLE_SOURCES]
+    missing = unsourced_numbers((version / FINDINGS).read_text(encoding="utf-8"), *tables)
+    assert not missing, (
+        f"{version / FINDINGS} quotes {missing}, found neither in {' nor '.join(TABLE_SOURCES)} "
+        f"nor under '{OUTSIDE_SOURCES}': copy the number from the table, or cite its source there"
+    )
