@@ -132,3 +132,42 @@ def test_every_number_in_findings_is_in_the_tables_or_a_cited_source(version: Pa
         f"{version / FINDINGS} quotes {missing}, found neither in {' nor '.join(TABLE_SOURCES)} "
         f"nor under '{OUTSIDE_SOURCES}': copy the number from the table, or cite its source there"
     )
+
+
+SMALL_V1 = ROOT / "small" / "v1"
+
+
+def table_cells(markdown: str) -> list[list[str]]:
+    """The cells of each row of the Markdown tables in ``markdown`` (header rows included)."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+
+
+@pytest.mark.skipif(not SMALL_V1.is_dir(), reason="small v1 is not published")
+def test_readme_results_quote_the_published_small_table() -> None:
+    """The README's excerpt (rank, loss, acc, ECE, ECE after TS) matches the published rows."""
+    published = table_cells((SMALL_V1 / "LEADERBOARD.md").read_text(encoding="utf-8"))
+    head = published[0]
+    by_loss = {r[head.index("loss")]: r for r in published[2:]}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
+    excerpt = table_cells(section)
+    columns = excerpt[0]
+    assert len(excerpt) > 3, "the README's Results section has no rows of the small table"
+    for row in excerpt[2:]:
+        quoted = dict(zip(columns, row, strict=True))
+        assert {c: by_loss[quoted["loss"]][head.index(c)] for c in columns} == quoted
+
+
+@pytest.mark.skipif(not SMALL_V1.is_dir(), reason="small v1 is not published")
+def test_a_checkout_shows_the_published_table_offline() -> None:
+    """The newcomer's command: no GPU, no dataset, no network, run from the repository root."""
+    out = subprocess.run(
+        [sys.executable, "-m", "calibench", "leaderboard", "show", "small"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (SMALL_V1 / "LEADERBOARD.md").read_text(encoding="utf-8")
