@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from calibench.cli import main
 from calibench.leaderboard.versions import (
     RENDERING_PACKAGES,
     VERSION_FILE,
@@ -160,14 +161,8 @@ def test_readme_results_quote_the_published_small_table() -> None:
 
 
 @pytest.mark.skipif(not SMALL_V1.is_dir(), reason="small v1 is not published")
-def test_a_checkout_shows_the_published_table_offline() -> None:
+def test_a_checkout_shows_the_published_table_offline(monkeypatch, capsys) -> None:
     """The newcomer's command: no GPU, no dataset, no network, run from the repository root."""
-    out = subprocess.run(
-        [sys.executable, "-m", "calibench", "leaderboard", "show", "small"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == (SMALL_V1 / "LEADERBOARD.md").read_text(encoding="utf-8")
+    monkeypatch.chdir(REPO)
+    assert main(["leaderboard", "show", "small"]) == 0
+    assert capsys.readouterr().out == (SMALL_V1 / "LEADERBOARD.md").read_text(encoding="utf-8")
